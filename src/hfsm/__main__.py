@@ -1,0 +1,120 @@
+"""Command line: ``train``, ``serve`` and ``local``. The one place where errors become exit codes.
+
+Exit codes: 0 success; 1 a user error (data, hyperparameters, configuration: fix the input);
+2 a fault of the image (see the traceback in the logs); 143 training stopped by SIGTERM after
+saving a checkpoint. ``train`` writes the reason to ``output/failure`` in every failing case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import TrainingInterrupted, UserError
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 2
+EXIT_INTERRUPTED = 143
+FAILURE_SHOWN = 1024  # characters of output/failure that SageMaker shows in DescribeTrainingJob
+
+log = logging.getLogger("hfsm")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=os.environ.get("HFSM_LOG_LEVEL", "INFO").upper(), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("transformers", "accelerate", "torch"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def failure_text(exc: BaseException) -> str:
+    if isinstance(exc, UserError):
+        return f"UserError: {exc}"
+    if isinstance(exc, TrainingInterrupted):
+        return f"Interrupted: {exc}"
+    return (f"InternalError: {type(exc).__name__}: {exc}. This is a fault of the training image, not of your "
+            "input; the full traceback is in the job's logs.")
+
+
+def write_failure(path: Path, exc: BaseException) -> None:
+    """Best effort: the reason SageMaker shows for a failed job (first 1024 characters)."""
+    text = failure_text(exc)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text[:FAILURE_SHOWN] if len(text) > FAILURE_SHOWN else text, encoding="utf-8")
+    except OSError as write_error:
+        log.error("could not write %s: %s", path, write_error)
+
+
+def run_guarded(action: Callable[[], object], failure_file: Path | None) -> int:
+    try:
+        action()
+    except TrainingInterrupted as exc:
+        log.warning("%s", exc)
+        code = EXIT_INTERRUPTED
+    except UserError as exc:
+        log.error("%s", failure_text(exc))
+        code = EXIT_USER_ERROR
+    except Exception as exc:
+        log.error("%s\n%s", failure_text(exc), traceback.format_exc())
+        code = EXIT_INTERNAL_ERROR
+    else:
+        return 0
+    if failure_file is not None:
+        write_failure(failure_file, exc)
+    return code
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .sagemaker import SageMakerEnv
+
+    base = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+    env_holder: list[SageMakerEnv] = []
+
+    def action() -> None:
+        from .training.job import train
+
+        env = SageMakerEnv.from_environ()
+        env_holder.append(env)
+        train(env)
+
+    return run_guarded(action, base / "output" / "failure")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serving.server import serve
+
+    return run_guarded(lambda: serve(), None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hfsm", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="run a SageMaker training job (reads $SAGEMAKER_BASE_DIR, default /opt/ml)")
+    commands.add_parser("serve", help="serve /opt/ml/model over SageMaker's HTTP contract (gunicorn)")
+    local = commands.add_parser("local", help="run train/serve/transform locally the way SageMaker does")
+    from .local.cli import add_local_commands
+
+    add_local_commands(local)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "serve":
+        return _serve(args)
+    return run_guarded(lambda: args.handler(args), None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

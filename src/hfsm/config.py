@@ -1,0 +1,238 @@
+"""Training hyperparameters: parsed once, validated, documented.
+
+The table :data:`HYPERPARAMETERS` is the single source of truth: the parser, the error messages
+and the README table (checked by a test) all come from it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import UserError
+from .tasks import TASK_NAMES
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in {"true", "false", "1", "0", "yes", "no"}:
+        return value.strip().lower() in {"true", "1", "yes"}
+    raise ValueError("expected true or false")
+
+
+def parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value.strip())
+    raise ValueError("expected an integer")
+
+
+def parse_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
+
+
+def parse_str(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def parse_optional_str(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
+        return None
+    return parse_str(value)
+
+
+def parse_threshold(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    number = parse_float(value)
+    if not 0.0 < number < 1.0:
+        raise ValueError("expected 'auto' or a number between 0 and 1")
+    return number
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+
+
+HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
+    Hyperparameter("task_name", parse_str, None,
+                   "Required. One of `ner`, `classif`, `multilabel-classif`, `regression`."),
+    Hyperparameter("model_name", parse_optional_str, None,
+                   "Hugging Face hub id or local path of the model to fine-tune. Defaults to the `model` "
+                   "channel when one is given (network-isolated jobs)."),
+    Hyperparameter("text_column", parse_str, "text", "Column holding the text (NER: words separated by spaces)."),
+    Hyperparameter("label_column", parse_str, "labels", "Column holding the labels."),
+    Hyperparameter("bbox_column", parse_str, "bbox", "Column holding word boxes (`x0 y0 x1 y1`, comma-separated)."),
+    Hyperparameter("use_bbox", parse_bool, False,
+                   "Feed word boxes to the model (LayoutLM). Requires the box column in every split."),
+    Hyperparameter("num_train_epochs", parse_float, 3.0, "Number of training epochs."),
+    Hyperparameter("max_steps", parse_int, -1, "Stop after this many optimiser steps (overrides epochs when > 0)."),
+    Hyperparameter("per_device_train_batch_size", parse_int, 16, "Training batch size per device."),
+    Hyperparameter("per_device_eval_batch_size", parse_int, 64, "Evaluation batch size per device."),
+    Hyperparameter("gradient_accumulation_steps", parse_int, 1, "Batches accumulated per optimiser step."),
+    Hyperparameter("learning_rate", parse_float, 5e-5, "Peak learning rate (AdamW)."),
+    Hyperparameter("weight_decay", parse_float, 0.0, "AdamW weight decay."),
+    Hyperparameter("warmup_ratio", parse_float, 0.0, "Fraction of steps with linear warm-up."),
+    Hyperparameter("max_seq_length", parse_int, 256,
+                   "Sub-tokens per window, special tokens included. Longer NER texts are split into "
+                   "overlapping windows; longer classification texts are truncated."),
+    Hyperparameter("stride", parse_int, 32,
+                   "Sub-tokens shared by consecutive NER windows (context on each side of a window cut)."),
+    Hyperparameter("label_all_tokens", parse_bool, False,
+                   "NER: train on every sub-token of a word, not only the first."),
+    Hyperparameter("seed", parse_int, 42, "Random seed for initialisation, shuffling and dropout."),
+    Hyperparameter("fp16", parse_bool, False, "Mixed precision float16 (GPU only)."),
+    Hyperparameter("bf16", parse_bool, False, "Mixed precision bfloat16 (recent GPUs and CPUs)."),
+    Hyperparameter("eval_strategy", parse_str, "auto",
+                   "`auto` (each epoch when a dev split exists, else never), `epoch`, `steps` or `no`."),
+    Hyperparameter("eval_steps", parse_int, 0,
+                   "Evaluate every N steps (implies `eval_strategy=steps` when set and strategy is `auto`)."),
+    Hyperparameter("metric_for_best_model", parse_optional_str, None,
+                   "Dev metric that picks the best checkpoint. Default per task: `f1` (ner), `f1_macro` "
+                   "(classif), `f1_micro` (multilabel-classif), `mse` (regression, lower is better)."),
+    Hyperparameter("early_stopping_patience", parse_int, 0,
+                   "Stop after this many evaluations without improvement of the best metric (0: off)."),
+    Hyperparameter("multilabel_threshold", parse_threshold, None,
+                   "multilabel-classif decision threshold; `auto` tunes it on dev (micro F1), 0.5 without dev."),
+    Hyperparameter("logging_steps", parse_int, 50, "Log loss and learning rate every N steps."),
+    Hyperparameter("save_steps", parse_int, 0,
+                   "Checkpoint every N steps (0: at each evaluation, or each epoch without dev)."),
+    Hyperparameter("save_total_limit", parse_int, 2, "Checkpoints kept (the best one is always kept)."),
+    Hyperparameter("group_by_length", parse_bool, True,
+                   "Batch training examples of similar length together (less padding, faster)."),
+    Hyperparameter("dataloader_num_workers", parse_int, 0, "Worker processes for data loading."),
+    Hyperparameter("trust_remote_code", parse_bool, False,
+                   "Allow model code from the model folder/hub (off: only built-in architectures)."),
+)
+
+_BY_NAME = {spec.name: spec for spec in HYPERPARAMETERS}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task_name: str
+    model_name: str | None
+    text_column: str
+    label_column: str
+    bbox_column: str
+    use_bbox: bool
+    num_train_epochs: float
+    max_steps: int
+    per_device_train_batch_size: int
+    per_device_eval_batch_size: int
+    gradient_accumulation_steps: int
+    learning_rate: float
+    weight_decay: float
+    warmup_ratio: float
+    max_seq_length: int
+    stride: int
+    label_all_tokens: bool
+    seed: int
+    fp16: bool
+    bf16: bool
+    eval_strategy: str
+    eval_steps: int
+    metric_for_best_model: str | None
+    early_stopping_patience: int
+    multilabel_threshold: float | None
+    logging_steps: int
+    save_steps: int
+    save_total_limit: int
+    group_by_length: bool
+    dataloader_num_workers: int
+    trust_remote_code: bool
+
+
+assert {f.name for f in fields(TrainConfig)} == set(_BY_NAME), "HYPERPARAMETERS and TrainConfig disagree"
+
+
+def _closest(name: str) -> str:
+    match = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.5)
+    return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainConfig:
+    """Turn decoded SageMaker hyperparameters into a validated :class:`TrainConfig`.
+
+    Unknown names fail (a typo would otherwise silently train with a default); ``sagemaker_*``
+    keys set by the SDK are ignored.
+    """
+    values: dict[str, Any] = {spec.name: spec.default for spec in HYPERPARAMETERS}
+    for name, value in raw.items():
+        if name.startswith("sagemaker_"):
+            continue
+        spec = _BY_NAME.get(name)
+        if spec is None:
+            raise UserError(f"Unknown hyperparameter '{name}'.{_closest(name)}")
+        try:
+            values[name] = spec.parse(value)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"Hyperparameter '{name}' has an invalid value {json.dumps(value)}: {exc}") from exc
+    config = TrainConfig(**values)
+    _validate(config)
+    return config
+
+
+def _validate(config: TrainConfig) -> None:
+    def bad(name: str, why: str) -> UserError:
+        return UserError(f"Hyperparameter '{name}' = {getattr(config, name)!r}: {why}")
+
+    if config.task_name is None:
+        raise UserError(f"Hyperparameter 'task_name' is required: one of {', '.join(TASK_NAMES)}.")
+    if config.task_name not in TASK_NAMES:
+        match = difflib.get_close_matches(config.task_name, TASK_NAMES, n=1)
+        hint = f" Did you mean '{match[0]}'?" if match else ""
+        raise bad("task_name", f"unknown task; expected one of {', '.join(TASK_NAMES)}.{hint}")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "logging_steps"):
+        if getattr(config, name) < 1:
+            raise bad(name, "must be at least 1")
+    for name in ("eval_steps", "save_steps", "early_stopping_patience", "dataloader_num_workers",
+                 "save_total_limit"):
+        if getattr(config, name) < 0:
+            raise bad(name, "must not be negative")
+    if config.max_steps == 0 or config.max_steps < -1:
+        raise bad("max_steps", "must be a positive number of steps, or -1 to train for num_train_epochs")
+    if config.max_steps == -1 and config.num_train_epochs <= 0:
+        raise bad("num_train_epochs", "must be positive")
+    if config.learning_rate <= 0:
+        raise bad("learning_rate", "must be positive")
+    if config.weight_decay < 0:
+        raise bad("weight_decay", "must not be negative")
+    if not 0.0 <= config.warmup_ratio < 1.0:
+        raise bad("warmup_ratio", "must be in [0, 1)")
+    if not 8 <= config.max_seq_length <= 100_000:
+        raise bad("max_seq_length", "must be between 8 and 100000")
+    if not 0 <= config.stride <= (config.max_seq_length - 4) // 2:
+        raise bad("stride", f"must be between 0 and {(config.max_seq_length - 4) // 2} (half a window)")
+    if config.fp16 and config.bf16:
+        raise bad("fp16", "fp16 and bf16 cannot both be on")
+    if config.eval_strategy not in {"auto", "epoch", "steps", "no"}:
+        raise bad("eval_strategy", "must be one of auto, epoch, steps, no")
+    if config.eval_strategy == "steps" and config.eval_steps == 0:
+        raise bad("eval_steps", "must be set when eval_strategy is 'steps'")
+    if config.use_bbox and config.task_name != "ner":
+        raise bad("use_bbox", "word boxes are supported for the ner task only")

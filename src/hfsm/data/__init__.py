@@ -1,0 +1,1 @@
+"""Reading channels, parsing rows per task, tokenisation with word alignment, windows, batching."""

@@ -1,0 +1,1 @@
+"""Prediction core independent of any web framework: load, preprocess, forward, postprocess."""

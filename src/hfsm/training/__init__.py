@@ -1,0 +1,1 @@
+"""The training job: data to features, Trainer setup, metrics, checkpoints and artifacts."""

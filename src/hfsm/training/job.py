@@ -1,0 +1,304 @@
+"""The ``train`` job: SageMaker tree in, model folder, metrics and predictions out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import ModelBundle
+from ..config import TrainConfig, parse_hyperparameters
+from ..data.reading import locate_splits, read_split
+from ..data.records import Dataset, ordered_labels, parse_rows, word_spans
+from ..data.windows import WordTokenizer
+from ..errors import TrainingInterrupted, UserError
+from ..inference.postprocess import classif_prediction, multilabel_prediction, ner_prediction, regression_prediction
+from ..sagemaker import SageMakerEnv
+from ..tasks import CLASSIF, LOWER_IS_BETTER, MULTILABEL, NER, REGRESSION, TaskSpec, get_task
+from . import metrics as task_metrics
+from .checkpoints import latest_complete_checkpoint
+from .features import EncodedSplit, encode_split
+from .model_loading import load_tokenizer_and_model, resolve_model_source
+from .predictions import example_outputs, gold_and_pred
+
+log = logging.getLogger("hfsm.train")
+
+METRIC_NAMES = {
+    NER: {"precision", "recall", "f1", "accuracy", "loss"},
+    CLASSIF: {"accuracy", "f1_macro", "f1_micro", "loss"},
+    MULTILABEL: {"f1_micro", "f1_macro", "subset_accuracy", "loss"},
+    REGRESSION: {"mse", "mae", "pearson", "spearman", "loss"},
+}
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    dev: Dataset | None
+    test: Dataset | None
+
+
+def read_splits(env: SageMakerEnv, config: TrainConfig) -> Splits:
+    files = locate_splits(env.input_data_dir)
+    required = [config.text_column, config.label_column]
+    bbox_col = config.bbox_column if config.use_bbox else None
+    if bbox_col:
+        required.append(bbox_col)
+
+    def parse(paths: list[Path]) -> Dataset | None:
+        if not paths:
+            return None
+        return parse_rows(config.task_name, read_split(paths, required), text_col=config.text_column,
+                          label_col=config.label_column, bbox_col=bbox_col)
+
+    train = parse(files.train)
+    assert train is not None
+    log.info("data: train %s, dev %s, test %s", [str(p) for p in files.train], [str(p) for p in files.dev],
+             [str(p) for p in files.test])
+    return Splits(train=train, dev=parse(files.dev), test=parse(files.test))
+
+
+def _best_metric(config: TrainConfig, task: TaskSpec) -> tuple[str, bool]:
+    name = config.metric_for_best_model or task.best_metric
+    name = name.removeprefix("eval_").removeprefix("dev_")
+    if name not in METRIC_NAMES[task.name]:
+        raise UserError(f"Hyperparameter 'metric_for_best_model' = {name!r} is not a {task.name} metric; "
+                        f"choose one of {', '.join(sorted(METRIC_NAMES[task.name]))}.")
+    return name, name not in LOWER_IS_BETTER
+
+
+def _training_arguments(config: TrainConfig, task: TaskSpec, checkpoint_dir: Path, has_dev: bool) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    strategy = config.eval_strategy
+    if strategy == "auto":
+        strategy = ("steps" if config.eval_steps else "epoch") if has_dev else "no"
+    if strategy != "no" and not has_dev:
+        raise UserError(f"eval_strategy '{strategy}' needs a dev split (a 'dev' channel or dev.csv).")
+    if config.fp16 and not torch.cuda.is_available():
+        raise UserError("fp16 needs a GPU; use bf16 on CPU or turn fp16 off.")
+    evaluating = strategy != "no"
+    if strategy == "steps":
+        save_strategy, save_steps = "steps", config.eval_steps
+        if config.save_steps and config.save_steps % config.eval_steps == 0:
+            save_steps = config.save_steps
+    elif strategy == "epoch":
+        save_strategy, save_steps = "epoch", 500
+    else:
+        save_strategy, save_steps = ("steps", config.save_steps) if config.save_steps else ("epoch", 500)
+    metric, greater = _best_metric(config, task)
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=float(config.warmup_ratio),
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        seed=config.seed,
+        fp16=config.fp16,
+        bf16=config.bf16,
+        eval_strategy=strategy,
+        eval_steps=config.eval_steps or None,
+        save_strategy=save_strategy,
+        save_steps=save_steps,
+        save_total_limit=config.save_total_limit or None,
+        load_best_model_at_end=evaluating,
+        metric_for_best_model=metric if evaluating else None,
+        greater_is_better=greater if evaluating else None,
+        logging_steps=config.logging_steps,
+        logging_strategy="steps",
+        report_to="none",
+        disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        dataloader_num_workers=config.dataloader_num_workers,
+        save_only_model=False,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+class TrainingRun:
+    """One training job; each step is a method so that the flow reads top to bottom in :meth:`run`."""
+
+    def __init__(self, env: SageMakerEnv) -> None:
+        self.env = env
+        self.config = parse_hyperparameters(env.hyperparameters)
+        self.task = get_task(self.config.task_name)
+
+    def run(self) -> dict[str, Any]:
+        from transformers import set_seed
+
+        started = time.monotonic()
+        config, task = self.config, self.task
+        splits = read_splits(self.env, config)
+        labels = self._labels(splits)
+        self.labels = labels
+        self.label2id = {name: i for i, name in enumerate(labels)}
+        source = resolve_model_source(config, self.env)
+        log.info("task %s, model %s, %d labels", task.name, source, len(labels))
+        set_seed(config.seed)
+        tokenizer, model = load_tokenizer_and_model(source, task, labels, config)
+        self.tokenizer = tokenizer
+        self.id2label = {i: name for i, name in enumerate(labels)}
+        wt = WordTokenizer(tokenizer, config.max_seq_length) if task.token_level else None
+        encoded = {name: self._encode(split, tokenizer, wt) for name, split in
+                   (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if split is not None}
+        log.info("features: %s", {name: len(split) for name, split in encoded.items()})
+
+        trainer, sigterm = self._trainer(model, tokenizer, encoded, splits)
+        resume = latest_complete_checkpoint(self.env.checkpoint_dir)
+        if resume is not None:
+            log.info("resuming from checkpoint %s", resume)
+        train_result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        if sigterm.received:
+            raise TrainingInterrupted(
+                f"Training stopped by SIGTERM at step {trainer.state.global_step}; a checkpoint was saved in "
+                f"{self.env.checkpoint_dir}. Run the job again with the same checkpoint location to resume.")
+
+        trainer.compute_metrics = None
+        threshold = config.multilabel_threshold
+        results: dict[str, Any] = {}
+        dev_outputs = None
+        if "dev" in encoded:
+            dev_outputs = self._outputs(trainer, encoded["dev"])
+        if task.name == MULTILABEL and threshold is None:
+            threshold = self._tune_threshold(splits.dev, dev_outputs)
+        self.threshold = threshold if threshold is not None else 0.5
+        for name, outputs in (("dev", dev_outputs),
+                              ("test", self._outputs(trainer, encoded["test"]) if "test" in encoded else None)):
+            if outputs is None:
+                continue
+            split = getattr(splits, name)
+            gold, pred = gold_and_pred(task.name, split.examples, outputs, self.id2label, self.label2id)
+            _, detail = task_metrics.score(task.name, gold, pred, labels, self.threshold)
+            results[name] = detail
+            for line in task_metrics.metric_lines(name, task_metrics.summarize_detail(detail)):
+                log.info(line)
+            if name == "test":
+                self._write_predictions(split, outputs)
+        train_metrics = dict(train_result.metrics)
+        train_metrics["train_examples"] = len(splits.train.examples)
+        train_metrics["train_features"] = len(encoded["train"])
+        train_metrics["global_step"] = trainer.state.global_step
+        train_metrics["wall_seconds"] = round(time.monotonic() - started, 2)
+        results["train"] = train_metrics
+        log.info("train_loss=%.6f", train_metrics.get("train_loss", float("nan")))
+        self._save(trainer, tokenizer, results)
+        return results
+
+    def _labels(self, splits: Splits) -> list[str]:
+        if self.task.name == REGRESSION:
+            return []
+        names = set(splits.train.labels)
+        for split in (splits.dev, splits.test):
+            if split is not None:
+                names |= split.labels
+        labels = ordered_labels(self.task.name, names)
+        if self.task.name == CLASSIF and len(labels) < 2:
+            raise UserError(f"classif needs at least 2 classes; the data has only {labels}.")
+        if self.task.name == MULTILABEL and not labels:
+            raise UserError("multilabel-classif data has no labels at all.")
+        return labels
+
+    def _encode(self, split: Dataset, tokenizer: Any, wt: WordTokenizer | None) -> EncodedSplit:
+        c = self.config
+        return encode_split(self.task.name, split.examples, tokenizer, wt, self.label2id,
+                            max_seq_length=c.max_seq_length, stride=c.stride, label_all_tokens=c.label_all_tokens,
+                            use_bbox=c.use_bbox)
+
+    def _trainer(self, model: Any, tokenizer: Any, encoded: dict[str, EncodedSplit], splits: Splits) -> tuple:
+        import torch
+        from transformers import EarlyStoppingCallback, Trainer
+
+        from ..data.collate import Collator
+        from .callbacks import LogLinesCallback, SigtermCallback
+
+        args = _training_arguments(self.config, self.task, self.env.checkpoint_dir, "dev" in encoded)
+        sigterm = SigtermCallback()
+        callbacks: list = [LogLinesCallback(), sigterm]
+        if self.config.early_stopping_patience and args.eval_strategy != "no":
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping_patience))
+        compute = None
+        if "dev" in encoded:
+            dev_split, dev_examples = encoded["dev"], splits.dev.examples  # type: ignore[union-attr]
+            threshold = self.config.multilabel_threshold or 0.5
+
+            def compute(prediction: Any) -> dict[str, float]:
+                logits = prediction.predictions
+                logits = logits[0] if isinstance(logits, tuple) else logits
+                outputs = example_outputs(self.task.name, dev_split, np.asarray(logits))
+                gold, pred = gold_and_pred(self.task.name, dev_examples, outputs, self.id2label, self.label2id)
+                summary, _ = task_metrics.score(self.task.name, gold, pred, self.labels, threshold)
+                return summary
+
+        collator = Collator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                            pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+        trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded.get("dev"),
+                          data_collator=collator, processing_class=tokenizer, compute_metrics=compute,
+                          callbacks=callbacks)
+        return trainer, sigterm
+
+    def _outputs(self, trainer: Any, split: EncodedSplit) -> list[np.ndarray]:
+        prediction = trainer.predict(split)
+        logits = prediction.predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return example_outputs(self.task.name, split, np.asarray(logits))
+
+    def _tune_threshold(self, dev: Dataset | None, outputs: list[np.ndarray] | None) -> float:
+        if dev is None or outputs is None:
+            log.info("no dev split: multilabel threshold 0.5")
+            return 0.5
+        gold, probs = gold_and_pred(MULTILABEL, dev.examples, outputs, self.id2label, self.label2id)
+        threshold = task_metrics.tune_threshold(gold, probs, self.labels)
+        log.info("multilabel threshold tuned on dev: %.2f", threshold)
+        return threshold
+
+    def _write_predictions(self, split: Dataset, outputs: list[np.ndarray]) -> None:
+        out = self.env.output_data_dir
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "test_predictions.jsonl").open("w", encoding="utf-8") as handle:
+            for example, output in zip(split.examples, outputs, strict=True):
+                record = self._prediction_record(example, output)
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def _prediction_record(self, example: Any, output: np.ndarray) -> dict[str, Any]:
+        task = self.task.name
+        if task == NER:
+            prediction = ner_prediction(output, self.id2label, example.text, word_spans(example.text),
+                                        example.boxes if self.config.use_bbox else None)
+            return {"text": example.text, "labels": example.tags, **prediction}
+        if task == CLASSIF:
+            prediction = classif_prediction(output, self.id2label)
+        elif task == MULTILABEL:
+            prediction = multilabel_prediction(output, self.id2label, self.threshold)
+        else:
+            prediction = regression_prediction(output)
+        return {"text": example.text, "labels": example.label, **prediction}
+
+    def _save(self, trainer: Any, tokenizer: Any, results: dict[str, Any]) -> None:
+        """Write the model folder and metrics; any error here fails the job (never exit 0 without them)."""
+        model_dir = self.env.model_dir
+        model_dir.mkdir(parents=True, exist_ok=True)
+        trainer.save_model(str(model_dir))
+        tokenizer.save_pretrained(str(model_dir))
+        c = self.config
+        ModelBundle(task=self.task.name, max_seq_length=c.max_seq_length, stride=c.stride, use_bbox=c.use_bbox,
+                    threshold=self.threshold if self.task.name == MULTILABEL else None).save(model_dir)
+        for stale in model_dir.glob("training_args.bin"):
+            stale.unlink()  # a pickle; the model folder holds none
+        out = self.env.output_data_dir
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        log.info("model saved to %s, metrics to %s", model_dir, out / "metrics.json")
+
+
+def train(env: SageMakerEnv) -> dict[str, Any]:
+    return TrainingRun(env).run()

@@ -1,0 +1,140 @@
+"""Task metrics from per-example predictions: seqeval for NER, plain numpy for the rest.
+
+Each scorer returns ``(summary, detail)``: ``summary`` is flat numbers (what the Trainer logs and
+picks the best model by), ``detail`` adds per-class tables for ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION
+
+
+def _prf(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def score_ner(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> tuple[dict, dict]:
+    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+
+    gold_l, pred_l = [list(g) for g in gold], [list(p) for p in pred]
+    summary = {
+        "precision": float(precision_score(gold_l, pred_l, zero_division=0)),
+        "recall": float(recall_score(gold_l, pred_l, zero_division=0)),
+        "f1": float(f1_score(gold_l, pred_l, zero_division=0)),
+        "accuracy": float(accuracy_score(gold_l, pred_l)),
+    }
+    report = classification_report(gold_l, pred_l, output_dict=True, zero_division=0)
+    per_type = {
+        name: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
+               "support": int(v["support"])}
+        for name, v in report.items() if name not in {"micro avg", "macro avg", "weighted avg"}
+    }
+    return summary, {**summary, "per_type": per_type}
+
+
+def score_classif(gold: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> tuple[dict, dict]:
+    g, p = np.asarray(gold), np.asarray(pred)
+    per_class, f1s = {}, []
+    for index, name in enumerate(labels):
+        tp = float(np.sum((p == index) & (g == index)))
+        fp = float(np.sum((p == index) & (g != index)))
+        fn = float(np.sum((p != index) & (g == index)))
+        precision, recall, f1 = _prf(tp, fp, fn)
+        support = int(np.sum(g == index))
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        if support or tp + fp:
+            f1s.append(f1)
+    accuracy = float(np.mean(g == p)) if len(g) else 0.0
+    summary = {"accuracy": accuracy, "f1_macro": float(np.mean(f1s)) if f1s else 0.0,
+               "f1_micro": accuracy}  # single-label: micro P = micro R = accuracy
+    return summary, {**summary, "per_class": per_class}
+
+
+def score_multilabel(gold: np.ndarray, probs: np.ndarray, labels: Sequence[str],
+                     threshold: float) -> tuple[dict, dict]:
+    chosen = probs >= threshold
+    truth = gold >= 0.5
+    tp = (chosen & truth).sum(axis=0).astype(float)
+    fp = (chosen & ~truth).sum(axis=0).astype(float)
+    fn = (~chosen & truth).sum(axis=0).astype(float)
+    _, _, f1_micro = _prf(tp.sum(), fp.sum(), fn.sum())
+    per_class, f1s = {}, []
+    for index, name in enumerate(labels):
+        precision, recall, f1 = _prf(tp[index], fp[index], fn[index])
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1,
+                           "support": int(truth[:, index].sum())}
+        if truth[:, index].any() or chosen[:, index].any():
+            f1s.append(f1)
+    summary = {"f1_micro": float(f1_micro), "f1_macro": float(np.mean(f1s)) if f1s else 0.0,
+               "subset_accuracy": float(np.mean((chosen == truth).all(axis=1))) if len(truth) else 0.0,
+               "threshold": float(threshold)}
+    return summary, {**summary, "per_class": per_class}
+
+
+def tune_threshold(gold: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> float:
+    """The threshold in 0.05..0.95 with the best micro F1 on dev (ties: the one nearest 0.5)."""
+    candidates = np.round(np.arange(0.05, 0.951, 0.05), 2)
+    scored = [(score_multilabel(gold, probs, labels, float(t))[0]["f1_micro"], -abs(t - 0.5), float(t))
+              for t in candidates]
+    return max(scored)[2]
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = values.argsort(kind="mergesort")
+    ranks = np.empty(len(values), dtype=float)
+    sorted_values = values[order]
+    start = 0
+    while start < len(values):  # average ranks over ties
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2.0
+        start = end + 1
+    return ranks
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def score_regression(gold: Sequence[float], pred: Sequence[float]) -> tuple[dict, dict]:
+    g, p = np.asarray(gold, dtype=float), np.asarray(pred, dtype=float)
+    summary = {
+        "mse": float(np.mean((g - p) ** 2)),
+        "mae": float(np.mean(np.abs(g - p))),
+        "pearson": _pearson(g, p),
+        "spearman": _pearson(_ranks(g), _ranks(p)),
+    }
+    return summary, dict(summary)
+
+
+def score(task: str, gold: Any, pred: Any, labels: Sequence[str], threshold: float = 0.5) -> tuple[dict, dict]:
+    if task == NER:
+        return score_ner(gold, pred)
+    if task == CLASSIF:
+        return score_classif(gold, pred, labels)
+    if task == MULTILABEL:
+        return score_multilabel(gold, pred, labels, threshold)
+    if task == REGRESSION:
+        return score_regression(gold, pred)
+    raise ValueError(task)  # pragma: no cover
+
+
+def metric_lines(prefix: str, metrics: dict[str, Any]) -> list[str]:
+    """One ``prefix_name=value`` line per scalar, the form the README's metric_definitions match."""
+    return [f"{prefix}_{name}={value:.6f}" for name, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)]
+
+
+def summarize_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in detail.items() if not isinstance(v, dict)}

@@ -1,0 +1,63 @@
+"""Tiny random models with a WordPiece vocabulary made from the test data: fast, no network."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def corpus_texts(folders: Iterable[Path] = ()) -> list[str]:
+    texts = []
+    for folder in folders or sorted(p for p in DATA_DIR.iterdir() if p.is_dir()):
+        for path in sorted(folder.glob("*.csv")):
+            with path.open(newline="", encoding="utf-8") as handle:
+                texts.extend(row["text"] for row in csv.DictReader(handle, delimiter="\t"))
+    return texts
+
+
+def write_vocab(path: Path, texts: Iterable[str], lowercase: bool = True, max_words: int = 3000) -> None:
+    """Whole frequent words plus every character as a start and a continuation piece."""
+    words: Counter[str] = Counter()
+    chars: set[str] = set()
+    for text in texts:
+        for word in text.split():
+            word = word.lower() if lowercase else word
+            words[word] += 1
+            chars.update(word)
+    pieces = sorted(chars) + [f"##{c}" for c in sorted(chars)]
+    vocab = SPECIALS + pieces + [w for w, _ in words.most_common(max_words) if w not in pieces]
+    path.write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+
+
+def make_tokenizer(folder: Path, texts: Iterable[str] | None = None):
+    from transformers import BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_vocab(folder / "vocab.txt", corpus_texts() if texts is None else texts)
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def make_base_model(folder: Path, kind: str = "bert", max_position_embeddings: int = 128) -> Path:
+    """A pretrained-style backbone folder (no task head) that ``train`` can fine-tune."""
+    import torch
+    from transformers import BertConfig, BertModel, LayoutLMConfig, LayoutLMModel
+
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer(folder)
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=max_position_embeddings)
+    if kind == "bert":
+        model = BertModel(BertConfig(**common))
+    elif kind == "layoutlm":
+        model = LayoutLMModel(LayoutLMConfig(**common, max_2d_position_embeddings=1024))
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(folder)
+    return folder
