@@ -35,11 +35,11 @@ def write_vocab(path: Path, texts: Iterable[str], lowercase: bool = True, max_wo
 
 
 def make_tokenizer(folder: Path, texts: Iterable[str] | None = None):
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer  # transformers 5: the fast (Rust) tokenizer, built from `vocab`
 
     folder.mkdir(parents=True, exist_ok=True)
     write_vocab(folder / "vocab.txt", corpus_texts() if texts is None else texts)
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(folder)
     return tokenizer
 

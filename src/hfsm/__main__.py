@@ -53,19 +53,22 @@ def write_failure(path: Path, exc: BaseException) -> None:
 
 
 def run_guarded(action: Callable[[], object], failure_file: Path | None) -> int:
+    """Run ``action``; map its failure to an exit code and, for jobs, to ``output/failure``."""
     try:
         action()
+        return 0
     except TrainingInterrupted as exc:
         log.warning("%s", exc)
-        code = EXIT_INTERRUPTED
+        return _failed(exc, failure_file, EXIT_INTERRUPTED)
     except UserError as exc:
         log.error("%s", failure_text(exc))
-        code = EXIT_USER_ERROR
+        return _failed(exc, failure_file, EXIT_USER_ERROR)
     except Exception as exc:
         log.error("%s\n%s", failure_text(exc), traceback.format_exc())
-        code = EXIT_INTERNAL_ERROR
-    else:
-        return 0
+        return _failed(exc, failure_file, EXIT_INTERNAL_ERROR)
+
+
+def _failed(exc: BaseException, failure_file: Path | None, code: int) -> int:
     if failure_file is not None:
         write_failure(failure_file, exc)
     return code
@@ -74,17 +77,13 @@ def run_guarded(action: Callable[[], object], failure_file: Path | None) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .sagemaker import SageMakerEnv
 
-    base = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
-    env_holder: list[SageMakerEnv] = []
-
     def action() -> None:
         from .training.job import train
 
-        env = SageMakerEnv.from_environ()
-        env_holder.append(env)
-        train(env)
+        train(SageMakerEnv.from_environ())
 
-    return run_guarded(action, base / "output" / "failure")
+    # the failure file's place does not depend on parsing anything, so even a broken config reports
+    return run_guarded(action, SageMakerEnv(base_dir=Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))).failure_file)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -135,6 +135,9 @@ class TrainingRun:
 
     def run(self) -> dict[str, Any]:
         from transformers import set_seed
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # carriage-return bars garble CloudWatch logs
 
         started = time.monotonic()
         config, task = self.config, self.task
@@ -217,6 +220,7 @@ class TrainingRun:
     def _trainer(self, model: Any, tokenizer: Any, encoded: dict[str, EncodedSplit], splits: Splits) -> tuple:
         import torch
         from transformers import EarlyStoppingCallback, Trainer
+        from transformers.trainer_callback import PrinterCallback
 
         from ..data.collate import Collator
         from .callbacks import LogLinesCallback, SigtermCallback
@@ -244,6 +248,7 @@ class TrainingRun:
         trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded.get("dev"),
                           data_collator=collator, processing_class=tokenizer, compute_metrics=compute,
                           callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)  # prints raw dicts; LogLinesCallback logs readable lines
         return trainer, sigterm
 
     def _outputs(self, trainer: Any, split: EncodedSplit) -> list[np.ndarray]:
