@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sagemaker_tree import DATA_DIR, TrainResult, make_tree, run_train  # noqa: E402
-from tiny_models import make_base_model  # noqa: E402
+from sagemaker_tree import DATA_DIR, TrainResult, make_tree, run_train
+from tiny_models import make_base_model
 
 TRAINED_CASES = {
     "ner": ("ner", "bert", {}),
@@ -28,9 +28,18 @@ def base_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def quick_hyperparameters(task: str, model: Path, **extra: object) -> dict[str, object]:
-    return {"task_name": task, "model_name": str(model), "max_steps": 12, "per_device_train_batch_size": 8,
-            "learning_rate": 1e-3, "max_seq_length": 64, "stride": 8, "eval_steps": 6, "logging_steps": 4,
-            **extra}
+    return {
+        "task_name": task,
+        "model_name": str(model),
+        "max_steps": 12,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-3,
+        "max_seq_length": 64,
+        "stride": 8,
+        "eval_steps": 6,
+        "logging_steps": 4,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +47,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, base_models: dict[str, Pat
     """One model per case, trained by the real ``train`` command (a subprocess) on tests/data."""
     results = {}
     for name, (task, kind, extra) in TRAINED_CASES.items():
-        base = make_tree(tmp_path_factory.mktemp(f"trained-{name}"), DATA_DIR / name,
-                         quick_hyperparameters(task, base_models[kind], **extra))
+        base = make_tree(
+            tmp_path_factory.mktemp(f"trained-{name}"),
+            DATA_DIR / name,
+            quick_hyperparameters(task, base_models[kind], **extra),
+        )
         result = run_train(base)
         assert result.returncode == 0, f"training {name} failed:\n{result.output[-4000:]}"
         results[name] = result

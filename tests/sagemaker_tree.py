@@ -37,8 +37,9 @@ class TrainResult:
         return json.loads((self.output_data / "metrics.json").read_text(encoding="utf-8"))
 
 
-def make_tree(base: Path, data: Path | dict[str, Path] | None, hyperparameters: dict[str, Any],
-              layout: str = "channels") -> Path:
+def make_tree(
+    base: Path, data: Path | dict[str, Path] | None, hyperparameters: dict[str, Any], layout: str = "channels"
+) -> Path:
     """``layout='channels'``: one channel per split; ``'single'``: train.csv/dev.csv/test.csv in ``train``.
 
     ``data`` may also map channel names to folders or files to copy as they are.
@@ -47,10 +48,12 @@ def make_tree(base: Path, data: Path | dict[str, Path] | None, hyperparameters: 
     config = base / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
     (config / "hyperparameters.json").write_text(
-        json.dumps({k: json.dumps(v) for k, v in hyperparameters.items()}), encoding="utf-8")
+        json.dumps({k: json.dumps(v) for k, v in hyperparameters.items()}), encoding="utf-8"
+    )
     (config / "resourceconfig.json").write_text(
         json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}),
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     channels = base / "input" / "data"
     channels.mkdir(parents=True, exist_ok=True)
     if isinstance(data, dict):
@@ -73,8 +76,19 @@ def make_tree(base: Path, data: Path | dict[str, Path] | None, hyperparameters: 
 
 
 def run_train(base: Path, timeout: float = 600, extra_env: dict[str, str] | None = None) -> TrainResult:
-    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           **(extra_env or {})}
-    completed = subprocess.run([sys.executable, "-m", "hfsm", "train"], env=env, capture_output=True, text=True,
-                               timeout=timeout, check=False)
+    env = {
+        **os.environ,
+        "SAGEMAKER_BASE_DIR": str(base),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **(extra_env or {}),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "hfsm", "train"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     return TrainResult(base, completed.returncode, completed.stdout + completed.stderr)

@@ -13,8 +13,13 @@ from hfsm.sagemaker import SageMakerEnv, decode_hyperparameters
 
 
 def test_sdk_encoded_values_are_decoded() -> None:
-    raw = {"task_name": '"ner"', "max_steps": "10", "learning_rate": "3e-05", "use_bbox": "true",
-           "model_name": "bert-base-cased"}
+    raw = {
+        "task_name": '"ner"',
+        "max_steps": "10",
+        "learning_rate": "3e-05",
+        "use_bbox": "true",
+        "model_name": "bert-base-cased",
+    }
     config = parse_hyperparameters(decode_hyperparameters(raw))
     assert config.task_name == "ner"
     assert config.max_steps == 10
@@ -34,12 +39,16 @@ def test_false_booleans(value: object) -> None:
 
 
 def test_unknown_name_names_the_closest_valid_one() -> None:
-    with pytest.raises(UserError, match=r"Unknown hyperparameter 'learning_rat'.*Did you mean 'learning_rate'"):
+    with pytest.raises(
+        UserError, match=r"Unknown hyperparameter 'learning_rat'.*Did you mean 'learning_rate'"
+    ):
         parse_hyperparameters({"task_name": "ner", "learning_rat": 1e-5})
 
 
 def test_sagemaker_keys_are_ignored() -> None:
-    config = parse_hyperparameters({"task_name": "classif", "sagemaker_program": "x", "sagemaker_region": "y"})
+    config = parse_hyperparameters(
+        {"task_name": "classif", "sagemaker_program": "x", "sagemaker_region": "y"}
+    )
     assert config.task_name == "classif"
 
 

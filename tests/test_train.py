@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import quick_hyperparameters
 from sagemaker_tree import DATA_DIR, TrainResult, make_tree, run_train
 
@@ -69,11 +70,17 @@ def test_serving_settings_saved(trained: dict[str, TrainResult]) -> None:
     assert config["problem_type"] == "regression" and len(config["id2label"]) == 1
 
 
-@pytest.mark.parametrize(("case", "pipeline_task"), [("ner", "token-classification"),
-                                                      ("classif", "text-classification"),
-                                                      ("multilabel", "text-classification")])
-def test_model_folder_loads_in_a_plain_pipeline(trained: dict[str, TrainResult], case: str,
-                                               pipeline_task: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "pipeline_task"),
+    [
+        ("ner", "token-classification"),
+        ("classif", "text-classification"),
+        ("multilabel", "text-classification"),
+    ],
+)
+def test_model_folder_loads_in_a_plain_pipeline(
+    trained: dict[str, TrainResult], case: str, pipeline_task: str
+) -> None:
     from transformers import pipeline
 
     predict = pipeline(pipeline_task, model=str(trained[case].model_dir), device="cpu")
@@ -96,16 +103,20 @@ def test_single_channel_layout_and_model_channel(tmp_path: Path, base_models: di
 
 
 def test_train_only_without_dev_or_test(tmp_path: Path, base_models: dict[str, Path]) -> None:
-    base = make_tree(tmp_path, {"train": DATA_DIR / "regression" / "train.csv"},
-                     quick_hyperparameters("regression", base_models["bert"], max_steps=3))
+    base = make_tree(
+        tmp_path,
+        {"train": DATA_DIR / "regression" / "train.csv"},
+        quick_hyperparameters("regression", base_models["bert"], max_steps=3),
+    )
     result = run_train(base)
     assert result.returncode == 0, result.output[-3000:]
     assert set(result.metrics()) == {"train"}
     assert (result.model_dir / "model.safetensors").exists()
 
 
-def test_long_ner_texts_are_windowed_in_training_and_evaluation(tmp_path: Path,
-                                                               base_models: dict[str, Path]) -> None:
+def test_long_ner_texts_are_windowed_in_training_and_evaluation(
+    tmp_path: Path, base_models: dict[str, Path]
+) -> None:
     """Rows far longer than max_seq_length: every dev word still gets exactly one prediction."""
     import csv
 
@@ -119,8 +130,11 @@ def test_long_ner_texts_are_windowed_in_training_and_evaluation(tmp_path: Path,
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
             writer.writerow(["text", "labels"])
             writer.writerows([[long_text, long_tags], *rows[20:30]])
-    base = make_tree(tmp_path / "tree", data, quick_hyperparameters("ner", base_models["bert"], max_steps=4,
-                                                                    max_seq_length=32, stride=8))
+    base = make_tree(
+        tmp_path / "tree",
+        data,
+        quick_hyperparameters("ner", base_models["bert"], max_steps=4, max_seq_length=32, stride=8),
+    )
     result = run_train(base)
     assert result.returncode == 0, result.output[-3000:]
     first = json.loads((result.output_data / "test_predictions.jsonl").read_text().splitlines()[0])

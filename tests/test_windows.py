@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -18,7 +19,7 @@ def check_plan(counts: list[int], budget: int, stride: int) -> list[Window]:
     for window in windows:
         assert window.start <= window.own_start <= window.own_end <= window.end
         assert sum(counts[window.start : window.end]) <= budget or window.end - window.start == 1
-    for left, right in zip(windows, windows[1:], strict=False):
+    for left, right in itertools.pairwise(windows):
         assert right.start > left.start, "windows advance"
         assert right.start <= left.end, "no gap between windows"
     return windows
@@ -44,11 +45,13 @@ def test_word_as_long_as_the_budget_is_its_own_window() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(min_value=1, max_value=6), max_size=200), st.integers(min_value=6, max_value=40),
-       st.integers(min_value=0, max_value=10))
+@given(
+    st.lists(st.integers(min_value=1, max_value=6), max_size=200),
+    st.integers(min_value=6, max_value=40),
+    st.integers(min_value=0, max_value=10),
+)
 def test_plans_cover_every_word_once(counts: list[int], budget: int, stride: int) -> None:
     check_plan(counts, budget, min(stride, budget // 2))
-
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +71,13 @@ def test_features_label_the_first_subtoken_of_owned_words(word_tokenizer: WordTo
     words = ["qwertyuiop", "a", "zzzz"]
     (per_word,) = word_tokenizer.word_ids([words])
     window = Window(0, 3, 1, 3)
-    features = window_features(per_word, window, word_tokenizer, label_ids=[1, 2, 3],
-                               boxes=[(1, 2, 3, 4), (5, 6, 7, 8), (9, 9, 9, 9)])
+    features = window_features(
+        per_word,
+        window,
+        word_tokenizer,
+        label_ids=[1, 2, 3],
+        boxes=[(1, 2, 3, 4), (5, 6, 7, 8), (9, 9, 9, 9)],
+    )
     labels, word_index = features["labels"], features["word_index"]
     assert len(labels) == len(features["input_ids"]) == len(features["bbox"]) == len(word_index)
     assert [label for label in labels if label != -100] == [2, 3], "word 0 is context only"
@@ -81,7 +89,9 @@ def test_features_label_the_first_subtoken_of_owned_words(word_tokenizer: WordTo
 def test_label_all_tokens_labels_every_subtoken(word_tokenizer: WordTokenizer) -> None:
     (per_word,) = word_tokenizer.word_ids([["qwertyuiop"]])
     assert len(per_word[0]) > 1
-    features = window_features(per_word, Window(0, 1, 0, 1), word_tokenizer, label_ids=[4], label_all_tokens=True)
+    features = window_features(
+        per_word, Window(0, 1, 0, 1), word_tokenizer, label_ids=[4], label_all_tokens=True
+    )
     assert [label for label in features["labels"] if label != -100] == [4] * len(per_word[0])
 
 

@@ -51,8 +51,14 @@ def make_base_model(folder: Path, kind: str = "bert", max_position_embeddings: i
 
     torch.manual_seed(0)
     tokenizer = make_tokenizer(folder)
-    common = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=64, max_position_embeddings=max_position_embeddings)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_position_embeddings,
+    )
     if kind == "bert":
         model = BertModel(BertConfig(**common))
     elif kind == "layoutlm":

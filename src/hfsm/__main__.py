@@ -26,8 +26,12 @@ log = logging.getLogger("hfsm")
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=os.environ.get("HFSM_LOG_LEVEL", "INFO").upper(), stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=os.environ.get("HFSM_LOG_LEVEL", "INFO").upper(),
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
     for noisy in ("transformers", "accelerate", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -38,8 +42,10 @@ def failure_text(exc: BaseException) -> str:
         return f"UserError: {exc}"
     if isinstance(exc, TrainingInterrupted):
         return f"Interrupted: {exc}"
-    return (f"InternalError: {type(exc).__name__}: {exc}. This is a fault of the training image, not of your "
-            "input; the full traceback is in the job's logs.")
+    return (
+        f"InternalError: {type(exc).__name__}: {exc}. This is a fault of the training image, not of your "
+        "input; the full traceback is in the job's logs."
+    )
 
 
 def write_failure(path: Path, exc: BaseException) -> None:
@@ -83,7 +89,9 @@ def _train(args: argparse.Namespace) -> int:
         train(SageMakerEnv.from_environ())
 
     # the failure file's place does not depend on parsing anything, so even a broken config reports
-    return run_guarded(action, SageMakerEnv(base_dir=Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))).failure_file)
+    return run_guarded(
+        action, SageMakerEnv(base_dir=Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))).failure_file
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -95,7 +103,9 @@ def _serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hfsm", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("train", help="run a SageMaker training job (reads $SAGEMAKER_BASE_DIR, default /opt/ml)")
+    commands.add_parser(
+        "train", help="run a SageMaker training job (reads $SAGEMAKER_BASE_DIR, default /opt/ml)"
+    )
     commands.add_parser("serve", help="serve /opt/ml/model over SageMaker's HTTP contract (gunicorn)")
     local = commands.add_parser("local", help="run train/serve/transform locally the way SageMaker does")
     from .local.cli import add_local_commands

@@ -78,54 +78,110 @@ class Hyperparameter:
 
 
 HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
-    Hyperparameter("task_name", parse_str, None,
-                   "Required. One of `ner`, `classif`, `multilabel-classif`, `regression`."),
-    Hyperparameter("model_name", parse_optional_str, None,
-                   "Hugging Face hub id or local path of the model to fine-tune. Defaults to the `model` "
-                   "channel when one is given (network-isolated jobs)."),
-    Hyperparameter("text_column", parse_str, "text", "Column holding the text (NER: words separated by spaces)."),
+    Hyperparameter(
+        "task_name", parse_str, None, "Required. One of `ner`, `classif`, `multilabel-classif`, `regression`."
+    ),
+    Hyperparameter(
+        "model_name",
+        parse_optional_str,
+        None,
+        "Hugging Face hub id or local path of the model to fine-tune. Defaults to the `model` "
+        "channel when one is given (network-isolated jobs).",
+    ),
+    Hyperparameter(
+        "text_column", parse_str, "text", "Column holding the text (NER: words separated by spaces)."
+    ),
     Hyperparameter("label_column", parse_str, "labels", "Column holding the labels."),
-    Hyperparameter("bbox_column", parse_str, "bbox", "Column holding word boxes (`x0 y0 x1 y1`, comma-separated)."),
-    Hyperparameter("use_bbox", parse_bool, False,
-                   "Feed word boxes to the model (LayoutLM). Requires the box column in every split."),
+    Hyperparameter(
+        "bbox_column", parse_str, "bbox", "Column holding word boxes (`x0 y0 x1 y1`, comma-separated)."
+    ),
+    Hyperparameter(
+        "use_bbox",
+        parse_bool,
+        False,
+        "Feed word boxes to the model (LayoutLM). Requires the box column in every split.",
+    ),
     Hyperparameter("num_train_epochs", parse_float, 3.0, "Number of training epochs."),
-    Hyperparameter("max_steps", parse_int, -1, "Stop after this many optimiser steps (overrides epochs when > 0)."),
+    Hyperparameter(
+        "max_steps", parse_int, -1, "Stop after this many optimiser steps (overrides epochs when > 0)."
+    ),
     Hyperparameter("per_device_train_batch_size", parse_int, 16, "Training batch size per device."),
     Hyperparameter("per_device_eval_batch_size", parse_int, 64, "Evaluation batch size per device."),
     Hyperparameter("gradient_accumulation_steps", parse_int, 1, "Batches accumulated per optimiser step."),
     Hyperparameter("learning_rate", parse_float, 5e-5, "Peak learning rate (AdamW)."),
     Hyperparameter("weight_decay", parse_float, 0.0, "AdamW weight decay."),
     Hyperparameter("warmup_ratio", parse_float, 0.0, "Fraction of steps with linear warm-up."),
-    Hyperparameter("max_seq_length", parse_int, 256,
-                   "Sub-tokens per window, special tokens included. Longer NER texts are split into "
-                   "overlapping windows; longer classification texts are truncated."),
-    Hyperparameter("stride", parse_int, 32,
-                   "Sub-tokens shared by consecutive NER windows (context on each side of a window cut)."),
-    Hyperparameter("label_all_tokens", parse_bool, False,
-                   "NER: train on every sub-token of a word, not only the first."),
+    Hyperparameter(
+        "max_seq_length",
+        parse_int,
+        256,
+        "Sub-tokens per window, special tokens included. Longer NER texts are split into "
+        "overlapping windows; longer classification texts are truncated.",
+    ),
+    Hyperparameter(
+        "stride",
+        parse_int,
+        32,
+        "Sub-tokens shared by consecutive NER windows (context on each side of a window cut).",
+    ),
+    Hyperparameter(
+        "label_all_tokens", parse_bool, False, "NER: train on every sub-token of a word, not only the first."
+    ),
     Hyperparameter("seed", parse_int, 42, "Random seed for initialisation, shuffling and dropout."),
     Hyperparameter("fp16", parse_bool, False, "Mixed precision float16 (GPU only)."),
     Hyperparameter("bf16", parse_bool, False, "Mixed precision bfloat16 (recent GPUs and CPUs)."),
-    Hyperparameter("eval_strategy", parse_str, "auto",
-                   "`auto` (each epoch when a dev split exists, else never), `epoch`, `steps` or `no`."),
-    Hyperparameter("eval_steps", parse_int, 0,
-                   "Evaluate every N steps (implies `eval_strategy=steps` when set and strategy is `auto`)."),
-    Hyperparameter("metric_for_best_model", parse_optional_str, None,
-                   "Dev metric that picks the best checkpoint. Default per task: `f1` (ner), `f1_macro` "
-                   "(classif), `f1_micro` (multilabel-classif), `mse` (regression, lower is better)."),
-    Hyperparameter("early_stopping_patience", parse_int, 0,
-                   "Stop after this many evaluations without improvement of the best metric (0: off)."),
-    Hyperparameter("multilabel_threshold", parse_threshold, None,
-                   "multilabel-classif decision threshold; `auto` tunes it on dev (micro F1), 0.5 without dev."),
+    Hyperparameter(
+        "eval_strategy",
+        parse_str,
+        "auto",
+        "`auto` (each epoch when a dev split exists, else never), `epoch`, `steps` or `no`.",
+    ),
+    Hyperparameter(
+        "eval_steps",
+        parse_int,
+        0,
+        "Evaluate every N steps (implies `eval_strategy=steps` when set and strategy is `auto`).",
+    ),
+    Hyperparameter(
+        "metric_for_best_model",
+        parse_optional_str,
+        None,
+        "Dev metric that picks the best checkpoint. Default per task: `f1` (ner), `f1_macro` "
+        "(classif), `f1_micro` (multilabel-classif), `mse` (regression, lower is better).",
+    ),
+    Hyperparameter(
+        "early_stopping_patience",
+        parse_int,
+        0,
+        "Stop after this many evaluations without improvement of the best metric (0: off).",
+    ),
+    Hyperparameter(
+        "multilabel_threshold",
+        parse_threshold,
+        None,
+        "multilabel-classif decision threshold; `auto` tunes it on dev (micro F1), 0.5 without dev.",
+    ),
     Hyperparameter("logging_steps", parse_int, 50, "Log loss and learning rate every N steps."),
-    Hyperparameter("save_steps", parse_int, 0,
-                   "Checkpoint every N steps (0: at each evaluation, or each epoch without dev)."),
+    Hyperparameter(
+        "save_steps",
+        parse_int,
+        0,
+        "Checkpoint every N steps (0: at each evaluation, or each epoch without dev).",
+    ),
     Hyperparameter("save_total_limit", parse_int, 2, "Checkpoints kept (the best one is always kept)."),
-    Hyperparameter("group_by_length", parse_bool, True,
-                   "Batch training examples of similar length together (less padding, faster)."),
+    Hyperparameter(
+        "group_by_length",
+        parse_bool,
+        True,
+        "Batch training examples of similar length together (less padding, faster).",
+    ),
     Hyperparameter("dataloader_num_workers", parse_int, 0, "Worker processes for data loading."),
-    Hyperparameter("trust_remote_code", parse_bool, False,
-                   "Allow model code from the model folder/hub (off: only built-in architectures)."),
+    Hyperparameter(
+        "trust_remote_code",
+        parse_bool,
+        False,
+        "Allow model code from the model folder/hub (off: only built-in architectures).",
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in HYPERPARAMETERS}
@@ -190,7 +246,9 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainConfig:
         try:
             values[name] = spec.parse(value)
         except (ValueError, TypeError) as exc:
-            raise UserError(f"Hyperparameter '{name}' has an invalid value {json.dumps(value)}: {exc}") from exc
+            raise UserError(
+                f"Hyperparameter '{name}' has an invalid value {json.dumps(value)}: {exc}"
+            ) from exc
     config = TrainConfig(**values)
     _validate(config)
     return config
@@ -206,12 +264,21 @@ def _validate(config: TrainConfig) -> None:
         match = difflib.get_close_matches(config.task_name, TASK_NAMES, n=1)
         hint = f" Did you mean '{match[0]}'?" if match else ""
         raise bad("task_name", f"unknown task; expected one of {', '.join(TASK_NAMES)}.{hint}")
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "logging_steps"):
+    for name in (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "logging_steps",
+    ):
         if getattr(config, name) < 1:
             raise bad(name, "must be at least 1")
-    for name in ("eval_steps", "save_steps", "early_stopping_patience", "dataloader_num_workers",
-                 "save_total_limit"):
+    for name in (
+        "eval_steps",
+        "save_steps",
+        "early_stopping_patience",
+        "dataloader_num_workers",
+        "save_total_limit",
+    ):
         if getattr(config, name) < 0:
             raise bad(name, "must not be negative")
     if config.max_steps == 0 or config.max_steps < -1:

@@ -16,8 +16,9 @@ class UserError(Exception):
 class DataError(UserError):
     """A training file that cannot be used, with the file, line (header = line 1) and column."""
 
-    def __init__(self, message: str, *, path: str | None = None, row: int | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | None = None, row: int | None = None, field: str | None = None
+    ) -> None:
         where = []
         if path is not None:
             where.append(f"file {path}")

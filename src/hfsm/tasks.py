@@ -30,12 +30,23 @@ class TaskSpec:
 
 TASKS: dict[str, TaskSpec] = {
     NER: TaskSpec(NER, token_level=True, problem_type=None, best_metric="f1", greater_is_better=True),
-    CLASSIF: TaskSpec(CLASSIF, token_level=False, problem_type="single_label_classification",
-                      best_metric="f1_macro", greater_is_better=True),
-    MULTILABEL: TaskSpec(MULTILABEL, token_level=False, problem_type="multi_label_classification",
-                         best_metric="f1_micro", greater_is_better=True),
-    REGRESSION: TaskSpec(REGRESSION, token_level=False, problem_type="regression", best_metric="mse",
-                         greater_is_better=False),
+    CLASSIF: TaskSpec(
+        CLASSIF,
+        token_level=False,
+        problem_type="single_label_classification",
+        best_metric="f1_macro",
+        greater_is_better=True,
+    ),
+    MULTILABEL: TaskSpec(
+        MULTILABEL,
+        token_level=False,
+        problem_type="multi_label_classification",
+        best_metric="f1_micro",
+        greater_is_better=True,
+    ),
+    REGRESSION: TaskSpec(
+        REGRESSION, token_level=False, problem_type="regression", best_metric="mse", greater_is_better=False
+    ),
 }
 
 

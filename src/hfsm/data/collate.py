@@ -39,7 +39,9 @@ class Collator:
                 # multi-hot targets of multilabel classification: one vector per text, no padding
                 batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float32)
                 continue
-            pad: Any = {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX, "bbox": list(PAD_BOX)}.get(key, 0)
+            pad: Any = {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX, "bbox": list(PAD_BOX)}.get(
+                key, 0
+            )
             rows = [list(f[key]) + [pad] * (longest - len(f[key])) for f in features]
             batch[key] = torch.tensor(rows, dtype=torch.long)
         return batch

@@ -34,7 +34,9 @@ def _decode(path: Path) -> str:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(
             f"is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the file as UTF-8",
-            path=str(path), row=line) from exc
+            path=str(path),
+            row=line,
+        ) from exc
 
 
 def read_table(path: Path, required: Sequence[str], optional: Sequence[str] = ()) -> list[Row]:
@@ -55,7 +57,10 @@ def read_table(path: Path, required: Sequence[str], optional: Sequence[str] = ()
     if missing:
         raise DataError(
             f"missing column(s) {', '.join(repr(m) for m in missing)}; the header has {header!r}. "
-            "Files are tab-separated with a header row.", path=str(path), row=1)
+            "Files are tab-separated with a header row.",
+            path=str(path),
+            row=1,
+        )
     wanted = [name for name in (*required, *optional) if name in header]
     index = {name: header.index(name) for name in wanted}
     rows: list[Row] = []
@@ -69,19 +74,26 @@ def read_table(path: Path, required: Sequence[str], optional: Sequence[str] = ()
                 if short:
                     raise DataError(
                         f"has {len(record)} field(s) but the header has {len(header)}; no value for "
-                        f"{', '.join(repr(s) for s in short)} (is a tab missing?)", path=str(path), row=line)
+                        f"{', '.join(repr(s) for s in short)} (is a tab missing?)",
+                        path=str(path),
+                        row=line,
+                    )
             rows.append(Row({name: record[index[name]] for name in wanted}, str(path), line))
     except csv.Error as exc:
-        raise DataError(f"cannot be parsed as tab-separated values: {exc}", path=str(path),
-                        row=reader.line_num) from exc
+        raise DataError(
+            f"cannot be parsed as tab-separated values: {exc}", path=str(path), row=reader.line_num
+        ) from exc
     if not rows:
         raise DataError("has a header but no data rows", path=str(path))
     return rows
 
 
 def _data_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 @dataclass(frozen=True)
@@ -107,8 +119,10 @@ def locate_splits(input_data_dir: Path) -> SplitFiles:
 
     found: dict[str, list[Path]] = {}
     for split in ("dev", "test"):
-        channel = next((input_data_dir / alias for alias in SPLIT_ALIASES[split]
-                        if (input_data_dir / alias).is_dir()), None)
+        channel = next(
+            (input_data_dir / alias for alias in SPLIT_ALIASES[split] if (input_data_dir / alias).is_dir()),
+            None,
+        )
         if channel is not None:
             files = _data_files(channel)
             if not files:

@@ -106,12 +106,20 @@ def _ner_example(row: Row, text_col: str, label_col: str, bbox_col: str | None) 
         raise DataError("the text is empty", path=row.path, row=row.line, field=text_col)
     tags = row.fields[label_col].split()
     if len(tags) != len(words):
-        raise DataError(f"{len(words)} words but {len(tags)} labels; NER needs one IOB2 tag per word",
-                        path=row.path, row=row.line, field=label_col)
+        raise DataError(
+            f"{len(words)} words but {len(tags)} labels; NER needs one IOB2 tag per word",
+            path=row.path,
+            row=row.line,
+            field=label_col,
+        )
     for position, tag in enumerate(tags, start=1):
         if not _IOB2.match(tag):
-            raise DataError(f"label {tag!r} of word {position} is not an IOB2 tag (O, B-TYPE or I-TYPE)",
-                            path=row.path, row=row.line, field=label_col)
+            raise DataError(
+                f"label {tag!r} of word {position} is not an IOB2 tag (O, B-TYPE or I-TYPE)",
+                path=row.path,
+                row=row.line,
+                field=label_col,
+            )
     boxes = None
     if bbox_col is not None:
         try:
@@ -119,8 +127,12 @@ def _ner_example(row: Row, text_col: str, label_col: str, bbox_col: str | None) 
         except ValueError as exc:
             raise DataError(str(exc), path=row.path, row=row.line, field=bbox_col) from None
         if len(boxes) != len(words):
-            raise DataError(f"{len(words)} words but {len(boxes)} boxes; give one box per word",
-                            path=row.path, row=row.line, field=bbox_col)
+            raise DataError(
+                f"{len(words)} words but {len(boxes)} boxes; give one box per word",
+                path=row.path,
+                row=row.line,
+                field=bbox_col,
+            )
     return NerExample(words=words, tags=tags, boxes=boxes, text=row.fields[text_col])
 
 
@@ -138,23 +150,26 @@ def _text_example(task: str, row: Row, text_col: str, label_col: str) -> TextExa
         try:
             label = parse_multilabel(raw)
         except csv.Error as exc:
-            raise DataError(f"cannot parse labels {raw!r}: {exc}", path=row.path, row=row.line,
-                            field=label_col) from None
+            raise DataError(
+                f"cannot parse labels {raw!r}: {exc}", path=row.path, row=row.line, field=label_col
+            ) from None
     elif task == REGRESSION:
         try:
             label = float(raw)
         except ValueError:
-            raise DataError(f"{raw!r} is not a number", path=row.path, row=row.line, field=label_col) from None
+            raise DataError(
+                f"{raw!r} is not a number", path=row.path, row=row.line, field=label_col
+            ) from None
         if not math.isfinite(label):
-            raise DataError(f"{raw!r} is not a finite number", path=row.path, row=row.line,
-                            field=label_col)
+            raise DataError(f"{raw!r} is not a finite number", path=row.path, row=row.line, field=label_col)
     else:  # pragma: no cover - tasks are validated with the hyperparameters
         raise ValueError(task)
     return TextExample(text=text, label=label)
 
 
-def parse_rows(task: str, rows: Iterable[Row], *, text_col: str, label_col: str,
-               bbox_col: str | None = None) -> Dataset:
+def parse_rows(
+    task: str, rows: Iterable[Row], *, text_col: str, label_col: str, bbox_col: str | None = None
+) -> Dataset:
     examples: list = []
     labels: set[str] = set()
     for row in rows:

@@ -92,9 +92,13 @@ class WordTokenizer:
         result: list[list[list[int]]] = [[] for _ in batch]
         if not non_empty:
             return result
-        encoded = self.tokenizer([list(batch[i]) for i in non_empty], is_split_into_words=True,
-                                 add_special_tokens=False, return_attention_mask=False,
-                                 return_token_type_ids=False)
+        encoded = self.tokenizer(
+            [list(batch[i]) for i in non_empty],
+            is_split_into_words=True,
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
         for position, index in enumerate(non_empty):
             per_word: list[list[int]] = [[] for _ in batch[index]]
             ids = encoded["input_ids"][position]

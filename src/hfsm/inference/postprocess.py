@@ -24,8 +24,9 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def gather_word_probs(window_rows: Sequence[tuple[Sequence[int], np.ndarray]], n_words: int,
-                      n_labels: int) -> np.ndarray:
+def gather_word_probs(
+    window_rows: Sequence[tuple[Sequence[int], np.ndarray]], n_words: int, n_labels: int
+) -> np.ndarray:
     """Per-word label probabilities of one text from its windows.
 
     Each window gives ``(word_index, probs)``: for each position the word it predicts (or -1)
@@ -95,14 +96,23 @@ def entities_from_tags(
         }
         if boxes is not None:
             chosen = boxes[first:last]
-            item["bbox"] = [min(b[0] for b in chosen), min(b[1] for b in chosen),
-                            max(b[2] for b in chosen), max(b[3] for b in chosen)]
+            item["bbox"] = [
+                min(b[0] for b in chosen),
+                min(b[1] for b in chosen),
+                max(b[2] for b in chosen),
+                max(b[3] for b in chosen),
+            ]
         result.append(item)
     return result
 
 
-def ner_prediction(word_probs: np.ndarray, id2label: Mapping[int, str], text: str,
-                   spans: Sequence[tuple[int, int]], boxes: Sequence[Box] | None = None) -> dict[str, Any]:
+def ner_prediction(
+    word_probs: np.ndarray,
+    id2label: Mapping[int, str],
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    boxes: Sequence[Box] | None = None,
+) -> dict[str, Any]:
     ids = word_probs.argmax(axis=-1) if len(word_probs) else np.zeros(0, dtype=int)
     tags = [id2label[int(i)] for i in ids]
     probas = [round(float(word_probs[w, i]), 6) for w, i in enumerate(ids)]

@@ -33,16 +33,27 @@ class LogLinesCallback(TrainerCallback):
             elapsed = time.monotonic() - self.started
             done = max(state.global_step, 1)
             eta = elapsed / done * max(state.max_steps - state.global_step, 0)
-            log.info("step %d/%d epoch %.2f train_loss=%.6f learning_rate=%.3e elapsed %.0fs eta %.0fs",
-                     state.global_step, state.max_steps, state.epoch or 0.0, logs["loss"],
-                     logs.get("learning_rate", 0.0), elapsed, eta)
+            log.info(
+                "step %d/%d epoch %.2f train_loss=%.6f learning_rate=%.3e elapsed %.0fs eta %.0fs",
+                state.global_step,
+                state.max_steps,
+                state.epoch or 0.0,
+                logs["loss"],
+                logs.get("learning_rate", 0.0),
+                elapsed,
+                eta,
+            )
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None,
-                    **kwargs: Any) -> None:
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any
+    ) -> None:
         if not metrics or not state.is_world_process_zero:
             return
-        scores = {k.removeprefix("eval_"): v for k, v in metrics.items()
-                  if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))}
+        scores = {
+            k.removeprefix("eval_"): v
+            for k, v in metrics.items()
+            if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))
+        }
         log.info("evaluation at step %d (epoch %.2f)", state.global_step, state.epoch or 0.0)
         for line in metric_lines("dev", scores):
             log.info(line)

@@ -12,8 +12,9 @@ WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 def is_complete(folder: Path) -> bool:
     """A checkpoint is usable once the Trainer wrote its state, config and weights."""
-    return (all((folder / name).is_file() for name in REQUIRED)
-            and any((folder / name).is_file() for name in WEIGHTS))
+    return all((folder / name).is_file() for name in REQUIRED) and any(
+        (folder / name).is_file() for name in WEIGHTS
+    )
 
 
 def latest_complete_checkpoint(checkpoint_dir: Path) -> Path | None:

@@ -29,8 +29,15 @@ class EncodedSplit:
         return self.features[index]
 
 
-def encode_ner(examples: Sequence[NerExample], wt: WordTokenizer, label2id: Mapping[str, int], *, stride: int,
-               label_all_tokens: bool, use_bbox: bool) -> EncodedSplit:
+def encode_ner(
+    examples: Sequence[NerExample],
+    wt: WordTokenizer,
+    label2id: Mapping[str, int],
+    *,
+    stride: int,
+    label_all_tokens: bool,
+    use_bbox: bool,
+) -> EncodedSplit:
     features: list[dict[str, Any]] = []
     owners: list[int] = []
     for offset in range(0, len(examples), CHUNK):
@@ -40,15 +47,27 @@ def encode_ner(examples: Sequence[NerExample], wt: WordTokenizer, label2id: Mapp
             label_ids = [label2id[tag] for tag in example.tags] if example.tags is not None else None
             windows = plan_windows([len(t) for t in word_tokens], wt.budget, stride)
             for window in windows:
-                features.append(window_features(
-                    word_tokens, window, wt, label_ids=label_ids, label_all_tokens=label_all_tokens,
-                    boxes=example.boxes if use_bbox else None))
+                features.append(
+                    window_features(
+                        word_tokens,
+                        window,
+                        wt,
+                        label_ids=label_ids,
+                        label_all_tokens=label_all_tokens,
+                        boxes=example.boxes if use_bbox else None,
+                    )
+                )
                 owners.append(offset + index)
     return EncodedSplit(features, owners, len(examples), [len(e.words) for e in examples])
 
 
-def encode_texts(task: str, examples: Sequence[TextExample], tokenizer: Any, label2id: Mapping[str, int],
-                 max_seq_length: int) -> EncodedSplit:
+def encode_texts(
+    task: str,
+    examples: Sequence[TextExample],
+    tokenizer: Any,
+    label2id: Mapping[str, int],
+    max_seq_length: int,
+) -> EncodedSplit:
     features: list[dict[str, Any]] = []
     for offset in range(0, len(examples), CHUNK):
         chunk = examples[offset : offset + CHUNK]
@@ -73,11 +92,21 @@ def encode_label(task: str, label: Any, label2id: Mapping[str, int]) -> Any:
     raise ValueError(task)  # pragma: no cover
 
 
-def encode_split(task: str, examples: Sequence[Any], tokenizer: Any, wt: WordTokenizer | None,
-                 label2id: Mapping[str, int], *, max_seq_length: int, stride: int, label_all_tokens: bool,
-                 use_bbox: bool) -> EncodedSplit:
+def encode_split(
+    task: str,
+    examples: Sequence[Any],
+    tokenizer: Any,
+    wt: WordTokenizer | None,
+    label2id: Mapping[str, int],
+    *,
+    max_seq_length: int,
+    stride: int,
+    label_all_tokens: bool,
+    use_bbox: bool,
+) -> EncodedSplit:
     if task == NER:
         assert wt is not None
-        return encode_ner(examples, wt, label2id, stride=stride, label_all_tokens=label_all_tokens,
-                          use_bbox=use_bbox)
+        return encode_ner(
+            examples, wt, label2id, stride=stride, label_all_tokens=label_all_tokens, use_bbox=use_bbox
+        )
     return encode_texts(task, examples, tokenizer, label2id, max_seq_length)

@@ -17,7 +17,12 @@ from ..data.reading import locate_splits, read_split
 from ..data.records import Dataset, ordered_labels, parse_rows, word_spans
 from ..data.windows import WordTokenizer
 from ..errors import TrainingInterrupted, UserError
-from ..inference.postprocess import classif_prediction, multilabel_prediction, ner_prediction, regression_prediction
+from ..inference.postprocess import (
+    classif_prediction,
+    multilabel_prediction,
+    ner_prediction,
+    regression_prediction,
+)
 from ..sagemaker import SageMakerEnv
 from ..tasks import CLASSIF, LOWER_IS_BETTER, MULTILABEL, NER, REGRESSION, TaskSpec, get_task
 from . import metrics as task_metrics
@@ -53,13 +58,22 @@ def read_splits(env: SageMakerEnv, config: TrainConfig) -> Splits:
     def parse(paths: list[Path]) -> Dataset | None:
         if not paths:
             return None
-        return parse_rows(config.task_name, read_split(paths, required), text_col=config.text_column,
-                          label_col=config.label_column, bbox_col=bbox_col)
+        return parse_rows(
+            config.task_name,
+            read_split(paths, required),
+            text_col=config.text_column,
+            label_col=config.label_column,
+            bbox_col=bbox_col,
+        )
 
     train = parse(files.train)
     assert train is not None
-    log.info("data: train %s, dev %s, test %s", [str(p) for p in files.train], [str(p) for p in files.dev],
-             [str(p) for p in files.test])
+    log.info(
+        "data: train %s, dev %s, test %s",
+        [str(p) for p in files.train],
+        [str(p) for p in files.dev],
+        [str(p) for p in files.test],
+    )
     return Splits(train=train, dev=parse(files.dev), test=parse(files.test))
 
 
@@ -67,8 +81,10 @@ def _best_metric(config: TrainConfig, task: TaskSpec) -> tuple[str, bool]:
     name = config.metric_for_best_model or task.best_metric
     name = name.removeprefix("eval_").removeprefix("dev_")
     if name not in METRIC_NAMES[task.name]:
-        raise UserError(f"Hyperparameter 'metric_for_best_model' = {name!r} is not a {task.name} metric; "
-                        f"choose one of {', '.join(sorted(METRIC_NAMES[task.name]))}.")
+        raise UserError(
+            f"Hyperparameter 'metric_for_best_model' = {name!r} is not a {task.name} metric; "
+            f"choose one of {', '.join(sorted(METRIC_NAMES[task.name]))}."
+        )
     return name, name not in LOWER_IS_BETTER
 
 
@@ -125,6 +141,24 @@ def _training_arguments(config: TrainConfig, task: TaskSpec, checkpoint_dir: Pat
     )
 
 
+def check_order(split: EncodedSplit, label_ids: Any) -> None:
+    """Fail loudly if evaluation outputs do not come back in the dataset's order.
+
+    Windows are mapped back to examples by position; transformers 5 applies length grouping to
+    evaluation too (see :class:`OrderedEvalTrainer`), which once scrambled every metric silently.
+    """
+    if label_ids is None:
+        return
+    label_ids = np.asarray(label_ids)
+    if len(label_ids) != len(split.features):
+        raise RuntimeError(f"evaluation returned {len(label_ids)} rows for {len(split.features)} features")
+    for row in (0, len(split.features) // 2, len(split.features) - 1):
+        expected = np.asarray(split.features[row]["labels"], dtype=label_ids.dtype)
+        got = label_ids[row][: expected.size] if expected.ndim else label_ids[row]
+        if not np.allclose(np.asarray(got).reshape(expected.shape), expected):
+            raise RuntimeError(f"evaluation outputs are not in dataset order (row {row})")
+
+
 class TrainingRun:
     """One training job; each step is a method so that the flow reads top to bottom in :meth:`run`."""
 
@@ -152,8 +186,11 @@ class TrainingRun:
         self.tokenizer = tokenizer
         self.id2label = {i: name for i, name in enumerate(labels)}
         wt = WordTokenizer(tokenizer, config.max_seq_length) if task.token_level else None
-        encoded = {name: self._encode(split, tokenizer, wt) for name, split in
-                   (("train", splits.train), ("dev", splits.dev), ("test", splits.test)) if split is not None}
+        encoded = {
+            name: self._encode(split, tokenizer, wt)
+            for name, split in (("train", splits.train), ("dev", splits.dev), ("test", splits.test))
+            if split is not None
+        }
         log.info("features: %s", {name: len(split) for name, split in encoded.items()})
 
         trainer, sigterm = self._trainer(model, tokenizer, encoded, splits)
@@ -164,7 +201,8 @@ class TrainingRun:
         if sigterm.received:
             raise TrainingInterrupted(
                 f"Training stopped by SIGTERM at step {trainer.state.global_step}; a checkpoint was saved in "
-                f"{self.env.checkpoint_dir}. Run the job again with the same checkpoint location to resume.")
+                f"{self.env.checkpoint_dir}. Run the job again with the same checkpoint location to resume."
+            )
 
         trainer.compute_metrics = None
         threshold = config.multilabel_threshold
@@ -175,8 +213,10 @@ class TrainingRun:
         if task.name == MULTILABEL and threshold is None:
             threshold = self._tune_threshold(splits.dev, dev_outputs)
         self.threshold = threshold if threshold is not None else 0.5
-        for name, outputs in (("dev", dev_outputs),
-                              ("test", self._outputs(trainer, encoded["test"]) if "test" in encoded else None)):
+        for name, outputs in (
+            ("dev", dev_outputs),
+            ("test", self._outputs(trainer, encoded["test"]) if "test" in encoded else None),
+        ):
             if outputs is None:
                 continue
             split = getattr(splits, name)
@@ -213,46 +253,70 @@ class TrainingRun:
 
     def _encode(self, split: Dataset, tokenizer: Any, wt: WordTokenizer | None) -> EncodedSplit:
         c = self.config
-        return encode_split(self.task.name, split.examples, tokenizer, wt, self.label2id,
-                            max_seq_length=c.max_seq_length, stride=c.stride, label_all_tokens=c.label_all_tokens,
-                            use_bbox=c.use_bbox)
+        return encode_split(
+            self.task.name,
+            split.examples,
+            tokenizer,
+            wt,
+            self.label2id,
+            max_seq_length=c.max_seq_length,
+            stride=c.stride,
+            label_all_tokens=c.label_all_tokens,
+            use_bbox=c.use_bbox,
+        )
 
     def _trainer(self, model: Any, tokenizer: Any, encoded: dict[str, EncodedSplit], splits: Splits) -> tuple:
         import torch
-        from transformers import EarlyStoppingCallback, Trainer
+        from transformers import EarlyStoppingCallback
         from transformers.trainer_callback import PrinterCallback
 
         from ..data.collate import Collator
         from .callbacks import LogLinesCallback, SigtermCallback
+        from .trainer import OrderedEvalTrainer
 
         args = _training_arguments(self.config, self.task, self.env.checkpoint_dir, "dev" in encoded)
         sigterm = SigtermCallback()
         callbacks: list = [LogLinesCallback(), sigterm]
         if self.config.early_stopping_patience and args.eval_strategy != "no":
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping_patience))
+            callbacks.append(
+                EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping_patience)
+            )
         compute = None
         if "dev" in encoded:
             dev_split, dev_examples = encoded["dev"], splits.dev.examples  # type: ignore[union-attr]
             threshold = self.config.multilabel_threshold or 0.5
 
             def compute(prediction: Any) -> dict[str, float]:
+                check_order(dev_split, prediction.label_ids)
                 logits = prediction.predictions
                 logits = logits[0] if isinstance(logits, tuple) else logits
                 outputs = example_outputs(self.task.name, dev_split, np.asarray(logits))
-                gold, pred = gold_and_pred(self.task.name, dev_examples, outputs, self.id2label, self.label2id)
+                gold, pred = gold_and_pred(
+                    self.task.name, dev_examples, outputs, self.id2label, self.label2id
+                )
                 summary, _ = task_metrics.score(self.task.name, gold, pred, self.labels, threshold)
                 return summary
 
-        collator = Collator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-                            pad_to_multiple_of=8 if torch.cuda.is_available() else None)
-        trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded.get("dev"),
-                          data_collator=collator, processing_class=tokenizer, compute_metrics=compute,
-                          callbacks=callbacks)
+        collator = Collator(
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+            pad_to_multiple_of=8 if torch.cuda.is_available() else None,
+        )
+        trainer = OrderedEvalTrainer(
+            model=model,
+            args=args,
+            train_dataset=encoded["train"],
+            eval_dataset=encoded.get("dev"),
+            data_collator=collator,
+            processing_class=tokenizer,
+            compute_metrics=compute,
+            callbacks=callbacks,
+        )
         trainer.remove_callback(PrinterCallback)  # prints raw dicts; LogLinesCallback logs readable lines
         return trainer, sigterm
 
     def _outputs(self, trainer: Any, split: EncodedSplit) -> list[np.ndarray]:
         prediction = trainer.predict(split)
+        check_order(split, prediction.label_ids)
         logits = prediction.predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
         return example_outputs(self.task.name, split, np.asarray(logits))
@@ -277,8 +341,13 @@ class TrainingRun:
     def _prediction_record(self, example: Any, output: np.ndarray) -> dict[str, Any]:
         task = self.task.name
         if task == NER:
-            prediction = ner_prediction(output, self.id2label, example.text, word_spans(example.text),
-                                        example.boxes if self.config.use_bbox else None)
+            prediction = ner_prediction(
+                output,
+                self.id2label,
+                example.text,
+                word_spans(example.text),
+                example.boxes if self.config.use_bbox else None,
+            )
             return {"text": example.text, "labels": example.tags, **prediction}
         if task == CLASSIF:
             prediction = classif_prediction(output, self.id2label)
@@ -295,8 +364,13 @@ class TrainingRun:
         trainer.save_model(str(model_dir))
         tokenizer.save_pretrained(str(model_dir))
         c = self.config
-        ModelBundle(task=self.task.name, max_seq_length=c.max_seq_length, stride=c.stride, use_bbox=c.use_bbox,
-                    threshold=self.threshold if self.task.name == MULTILABEL else None).save(model_dir)
+        ModelBundle(
+            task=self.task.name,
+            max_seq_length=c.max_seq_length,
+            stride=c.stride,
+            use_bbox=c.use_bbox,
+            threshold=self.threshold if self.task.name == MULTILABEL else None,
+        ).save(model_dir)
         for stale in model_dir.glob("training_args.bin"):
             stale.unlink()  # a pickle; the model folder holds none
         out = self.env.output_data_dir

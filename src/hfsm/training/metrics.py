@@ -33,9 +33,14 @@ def score_ner(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> t
     }
     report = classification_report(gold_l, pred_l, output_dict=True, zero_division=0)
     per_type = {
-        name: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
-               "support": int(v["support"])}
-        for name, v in report.items() if name not in {"micro avg", "macro avg", "weighted avg"}
+        name: {
+            "precision": float(v["precision"]),
+            "recall": float(v["recall"]),
+            "f1": float(v["f1-score"]),
+            "support": int(v["support"]),
+        }
+        for name, v in report.items()
+        if name not in {"micro avg", "macro avg", "weighted avg"}
     }
     return summary, {**summary, "per_type": per_type}
 
@@ -53,13 +58,17 @@ def score_classif(gold: Sequence[int], pred: Sequence[int], labels: Sequence[str
         if support or tp + fp:
             f1s.append(f1)
     accuracy = float(np.mean(g == p)) if len(g) else 0.0
-    summary = {"accuracy": accuracy, "f1_macro": float(np.mean(f1s)) if f1s else 0.0,
-               "f1_micro": accuracy}  # single-label: micro P = micro R = accuracy
+    summary = {
+        "accuracy": accuracy,
+        "f1_macro": float(np.mean(f1s)) if f1s else 0.0,
+        "f1_micro": accuracy,
+    }  # single-label: micro P = micro R = accuracy
     return summary, {**summary, "per_class": per_class}
 
 
-def score_multilabel(gold: np.ndarray, probs: np.ndarray, labels: Sequence[str],
-                     threshold: float) -> tuple[dict, dict]:
+def score_multilabel(
+    gold: np.ndarray, probs: np.ndarray, labels: Sequence[str], threshold: float
+) -> tuple[dict, dict]:
     chosen = probs >= threshold
     truth = gold >= 0.5
     tp = (chosen & truth).sum(axis=0).astype(float)
@@ -69,21 +78,30 @@ def score_multilabel(gold: np.ndarray, probs: np.ndarray, labels: Sequence[str],
     per_class, f1s = {}, []
     for index, name in enumerate(labels):
         precision, recall, f1 = _prf(tp[index], fp[index], fn[index])
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1,
-                           "support": int(truth[:, index].sum())}
+        per_class[name] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": int(truth[:, index].sum()),
+        }
         if truth[:, index].any() or chosen[:, index].any():
             f1s.append(f1)
-    summary = {"f1_micro": float(f1_micro), "f1_macro": float(np.mean(f1s)) if f1s else 0.0,
-               "subset_accuracy": float(np.mean((chosen == truth).all(axis=1))) if len(truth) else 0.0,
-               "threshold": float(threshold)}
+    summary = {
+        "f1_micro": float(f1_micro),
+        "f1_macro": float(np.mean(f1s)) if f1s else 0.0,
+        "subset_accuracy": float(np.mean((chosen == truth).all(axis=1))) if len(truth) else 0.0,
+        "threshold": float(threshold),
+    }
     return summary, {**summary, "per_class": per_class}
 
 
 def tune_threshold(gold: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> float:
     """The threshold in 0.05..0.95 with the best micro F1 on dev (ties: the one nearest 0.5)."""
     candidates = np.round(np.arange(0.05, 0.951, 0.05), 2)
-    scored = [(score_multilabel(gold, probs, labels, float(t))[0]["f1_micro"], -abs(t - 0.5), float(t))
-              for t in candidates]
+    scored = [
+        (score_multilabel(gold, probs, labels, float(t))[0]["f1_micro"], -abs(t - 0.5), float(t))
+        for t in candidates
+    ]
     return max(scored)[2]
 
 
@@ -118,7 +136,9 @@ def score_regression(gold: Sequence[float], pred: Sequence[float]) -> tuple[dict
     return summary, dict(summary)
 
 
-def score(task: str, gold: Any, pred: Any, labels: Sequence[str], threshold: float = 0.5) -> tuple[dict, dict]:
+def score(
+    task: str, gold: Any, pred: Any, labels: Sequence[str], threshold: float = 0.5
+) -> tuple[dict, dict]:
     if task == NER:
         return score_ner(gold, pred)
     if task == CLASSIF:
@@ -132,8 +152,11 @@ def score(task: str, gold: Any, pred: Any, labels: Sequence[str], threshold: flo
 
 def metric_lines(prefix: str, metrics: dict[str, Any]) -> list[str]:
     """One ``prefix_name=value`` line per scalar, the form the README's metric_definitions match."""
-    return [f"{prefix}_{name}={value:.6f}" for name, value in metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    return [
+        f"{prefix}_{name}={value:.6f}"
+        for name, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
 
 
 def summarize_detail(detail: dict[str, Any]) -> dict[str, Any]:

@@ -41,11 +41,15 @@ def resolve_model_source(config: TrainConfig, env: SageMakerEnv) -> str:
         return config.model_name
     if channel.is_dir():
         return str(_unpack_if_archive(channel))
-    raise UserError("No model to fine-tune: set the hyperparameter 'model_name' (a hub id or a path) "
-                    "or give a 'model' channel holding a Hugging Face model folder.")
+    raise UserError(
+        "No model to fine-tune: set the hyperparameter 'model_name' (a hub id or a path) "
+        "or give a 'model' channel holding a Hugging Face model folder."
+    )
 
 
-def load_tokenizer_and_model(source: str, task: TaskSpec, labels: list[str], config: TrainConfig) -> tuple[Any, Any]:
+def load_tokenizer_and_model(
+    source: str, task: TaskSpec, labels: list[str], config: TrainConfig
+) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     trust = config.trust_remote_code
@@ -54,10 +58,13 @@ def load_tokenizer_and_model(source: str, task: TaskSpec, labels: list[str], con
     except (OSError, ValueError) as exc:
         raise UserError(
             f"Cannot load model '{source}': {exc}. Without network access, give the model as the 'model' "
-            "channel or a local path.") from exc
+            "channel or a local path."
+        ) from exc
     if config.use_bbox and model_config.model_type not in BBOX_MODEL_TYPES:
-        raise UserError(f"use_bbox is true but '{source}' is a {model_config.model_type} model; word boxes need "
-                        f"one of: {', '.join(sorted(BBOX_MODEL_TYPES))}.")
+        raise UserError(
+            f"use_bbox is true but '{source}' is a {model_config.model_type} model; word boxes need "
+            f"one of: {', '.join(sorted(BBOX_MODEL_TYPES))}."
+        )
     extra = {"add_prefix_space": True} if model_config.model_type in PREFIX_SPACE_MODEL_TYPES else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust, **extra)
@@ -74,7 +81,12 @@ def load_tokenizer_and_model(source: str, task: TaskSpec, labels: list[str], con
         model_config.problem_type = task.problem_type
     try:
         model = task.auto_model_class().from_pretrained(
-            source, config=model_config, ignore_mismatched_sizes=True, use_safetensors=True, trust_remote_code=trust)
+            source,
+            config=model_config,
+            ignore_mismatched_sizes=True,
+            use_safetensors=True,
+            trust_remote_code=trust,
+        )
     except (OSError, ValueError) as exc:
         raise UserError(f"Cannot load the weights of '{source}' (safetensors only): {exc}") from exc
     return tokenizer, model

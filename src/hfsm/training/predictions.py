@@ -20,8 +20,10 @@ def example_outputs(task: str, split: EncodedSplit, logits: np.ndarray) -> list[
             word_index = split.features[row]["word_index"]
             probs = softmax(logits[row, : len(word_index)].astype(np.float32))
             per_example[owner].append((word_index, probs))
-        return [gather_word_probs(rows, split.word_counts[i], logits.shape[-1])
-                for i, rows in enumerate(per_example)]
+        return [
+            gather_word_probs(rows, split.word_counts[i], logits.shape[-1])
+            for i, rows in enumerate(per_example)
+        ]
     if task == CLASSIF:
         return list(softmax(logits.astype(np.float32)))
     if task == MULTILABEL:
@@ -31,8 +33,13 @@ def example_outputs(task: str, split: EncodedSplit, logits: np.ndarray) -> list[
     raise ValueError(task)  # pragma: no cover
 
 
-def gold_and_pred(task: str, examples: list[Any], outputs: list[np.ndarray], id2label: Mapping[int, str],
-                  label2id: Mapping[str, int]) -> tuple[Any, Any]:
+def gold_and_pred(
+    task: str,
+    examples: list[Any],
+    outputs: list[np.ndarray],
+    id2label: Mapping[int, str],
+    label2id: Mapping[str, int],
+) -> tuple[Any, Any]:
     """Arguments for :func:`hfsm.training.metrics.score`."""
     if task == NER:
         gold = [e.tags for e in examples]
