@@ -1,0 +1,231 @@
+"""Request bodies to records and predictions to response bodies: JSON and JSON Lines.
+
+JSON is all-or-nothing: one bad record fails the request with a message that names it. JSON Lines
+is line-by-line: every input line gets exactly one output line, in order, a bad line answering
+``{"error": "line N: ..."}``, because Batch Transform (``SplitType=Line``, ``JoinSource=Input``)
+pairs input and output lines by position and fails a whole mini-batch on a non-200 status.
+
+Pure functions of bytes and header values; the web layer only maps :class:`RequestError` statuses.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import RequestError
+from .predictor import Outcome, RecordError, json_type
+
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+JSONLINES_TYPES = frozenset({JSONLINES, "application/x-jsonlines", "application/jsonl"})
+SUPPORTED = f"{JSON}, {', '.join(sorted(JSONLINES_TYPES))}"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One record of a request, or why it could not be read; ``name`` locates it in messages."""
+
+    name: str
+    record: dict[str, Any] | None = None
+    error: RecordError | None = None
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    media_type: str
+    items: list[Item]
+
+    @property
+    def line_by_line(self) -> bool:
+        """True when bad records are answered in place instead of failing the request."""
+        return self.media_type in JSONLINES_TYPES
+
+    def records(self) -> list[dict[str, Any]]:
+        return [item.record for item in self.items if item.record is not None]
+
+    def raise_first_error(self) -> None:
+        for item in self.items:
+            if item.error is not None:
+                raise RequestError(f"{item.name}: {item.error.message}", item.error.status)
+
+    def merge(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """Outcomes of :meth:`records`, put back in place among the records that could not be read."""
+        readable = sum(1 for item in self.items if item.error is None)
+        if len(outcomes) != readable:
+            raise ValueError(f"{len(outcomes)} outcomes for {readable} records")
+        pending = iter(outcomes)
+        return [item.error if item.error is not None else next(pending) for item in self.items]
+
+    def respond(self, outcomes: Sequence[Outcome], media_type: str) -> bytes:
+        """The body answering :meth:`records`' outcomes; a JSON request fails on its first bad record."""
+        merged = self.merge(outcomes)
+        names = [item.name for item in self.items]
+        if not self.line_by_line:
+            for name, outcome in zip(names, merged, strict=True):
+                if isinstance(outcome, RecordError):
+                    raise RequestError(f"{name}: {outcome.message}", outcome.status)
+        return encode_response(merged, names, media_type)
+
+
+def parse_media_type(value: str | None) -> tuple[str, dict[str, str]]:
+    """``"Application/JSON; charset=UTF-8"`` -> (``"application/json"``, ``{"charset": "UTF-8"}``)."""
+    if not value:
+        return "", {}
+    main, *params = value.split(";")
+    parsed = {}
+    for param in params:
+        key, _, raw = param.partition("=")
+        if key.strip():
+            parsed[key.strip().lower()] = raw.strip().strip('"')
+    return main.strip().lower(), parsed
+
+
+def request_media_type(content_type: str | None) -> tuple[str, str]:
+    """The request's media type and charset; a missing Content-Type means JSON (curl's habit aside)."""
+    media_type, params = parse_media_type(content_type)
+    media_type = media_type or JSON
+    if media_type != JSON and media_type not in JSONLINES_TYPES:
+        raise RequestError(f"unsupported Content-Type {content_type!r}; send one of: {SUPPORTED}", 415)
+    charset = params.get("charset", "utf-8")
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise RequestError(f"unsupported charset {charset!r} in Content-Type; send utf-8", 415) from None
+    return media_type, charset
+
+
+def response_media_type(accept: str | None, request_type: str) -> str:
+    """The best media type the Accept header allows; ``*/*``, ``application/*`` or none mean the request's."""
+    if accept is None or not accept.strip():
+        return request_type
+    ranges = []
+    for position, part in enumerate(accept.split(",")):
+        media_type, params = parse_media_type(part)
+        try:
+            quality = float(params.get("q", "1"))
+        except ValueError:
+            quality = 1.0
+        if media_type and quality > 0:
+            ranges.append((-quality, position, media_type))
+    for _, _, media_type in sorted(ranges):
+        if media_type in ("*/*", "application/*"):
+            return request_type
+        if media_type == JSON or media_type in JSONLINES_TYPES:
+            return media_type
+    raise RequestError(f"cannot answer with Accept {accept!r}; accept one of: {SUPPORTED}", 406)
+
+
+def decode_request(body: bytes, media_type: str, charset: str = "utf-8") -> DecodedRequest:
+    if not body.strip():
+        raise RequestError('the request body is empty; send records such as {"data": [{"text": "..."}]}')
+    if media_type in JSONLINES_TYPES:
+        return DecodedRequest(media_type, decode_jsonlines(body, charset))
+    return DecodedRequest(media_type, decode_json(body, charset))
+
+
+def decode_json(body: bytes, charset: str = "utf-8") -> list[Item]:
+    """``{"data": [...]}``, ``{"inputs": ...}`` (the Hugging Face toolkit's form), one record, or a list."""
+    text = _decode_text(body, charset, "the request body")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":
+            raise RequestError(
+                f"invalid JSON: more than one JSON value ({exc}); for one JSON object per line send "
+                f"Content-Type: {JSONLINES} (Batch Transform with SplitType=Line)"
+            ) from None
+        raise RequestError(f"invalid JSON in the request body: {exc}") from None
+    if isinstance(value, dict) and "data" in value:
+        return _items(value["data"], "data")
+    if isinstance(value, dict) and "inputs" in value:
+        inputs = value["inputs"]
+        return _items(inputs, "inputs") if isinstance(inputs, list) else [_item("inputs", inputs)]
+    if isinstance(value, list):
+        return _items(value, "")
+    if isinstance(value, str) or (isinstance(value, dict) and "text" in value):
+        return [_item("the record", value)]
+    raise RequestError(
+        'the JSON body must be {"data": [{"text": ...}, ...]}, {"text": ...} or {"inputs": ...}'
+    )
+
+
+def decode_jsonlines(body: bytes, charset: str = "utf-8") -> list[Item]:
+    """One item per line; the newline ending the last line does not start another one.
+
+    Blank lines are records too (answered with an error) so that output line N stays the answer
+    to input line N.
+    """
+    lines = body.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [_line_item(number, raw, charset) for number, raw in enumerate(lines, start=1)]
+
+
+def _line_item(number: int, raw: bytes, charset: str) -> Item:
+    name = f"line {number}"
+    try:
+        text = _decode_text(raw.rstrip(b"\r"), charset, "the line")
+    except RequestError as exc:
+        return Item(name, error=RecordError(str(exc)))
+    if not text.strip():
+        return Item(
+            name, error=RecordError('the line is empty; expected a JSON object such as {"text": "..."}')
+        )
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Item(name, error=RecordError(f"invalid JSON: {exc}"))
+    return _item(name, value)
+
+
+def encode_response(outcomes: Sequence[Outcome], names: Sequence[str], media_type: str) -> bytes:
+    """``{"predictions": [...]}`` or one JSON line per outcome (no final newline, see docs/serving.md).
+
+    A :class:`RecordError` is written as ``{"error": "<name>: <message>"}`` in its place; callers
+    answering JSON requests raise on errors before getting here.
+    """
+    answers = [
+        {"error": f"{name}: {outcome.message}"} if isinstance(outcome, RecordError) else outcome
+        for outcome, name in zip(outcomes, names, strict=True)
+    ]
+    if media_type in JSONLINES_TYPES:
+        return "\n".join(_dumps(answer) for answer in answers).encode("utf-8")
+    return _dumps({"predictions": answers}).encode("utf-8")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _decode_text(raw: bytes, charset: str, name: str) -> str:
+    encoding = "utf-8-sig" if codecs.lookup(charset).name == "utf-8" else charset
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"{name} is not valid {charset}: {exc}") from None
+
+
+def _items(values: Any, key: str) -> list[Item]:
+    if not isinstance(values, list):
+        raise RequestError(f"'{key}' must be an array of records")
+    return [_item(f"{key}[{index}]", value) for index, value in enumerate(values)]
+
+
+def _item(name: str, value: Any) -> Item:
+    """A record from a string (its text), ``{"text": ...}`` or ``{"inputs": "..."}``."""
+    if isinstance(value, str):
+        return Item(name, record={"text": value})
+    if isinstance(value, dict):
+        if "text" not in value and isinstance(value.get("inputs"), str):
+            value = {**value, "text": value["inputs"]}
+        return Item(name, record=value)
+    return Item(
+        name,
+        error=RecordError(
+            f'a record must be a JSON object such as {{"text": "..."}} or a string, got {json_type(value)}'
+        ),
+    )

@@ -1,0 +1,1 @@
+"""SageMaker's inference HTTP contract: settings from the environment, the Flask app, gunicorn."""

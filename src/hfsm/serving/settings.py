@@ -1,0 +1,155 @@
+"""Every environment variable the server reads, read once into one immutable value.
+
+SageMaker sets the ``SAGEMAKER_*`` variables (see its bring-your-own-container contract); the
+``HFSM_*`` ones are this image's own. A bad value is a :class:`UserError` naming the variable, so
+a misconfigured endpoint fails at start with a message instead of misbehaving under load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import UserError
+from ..inference.predictor import PredictOptions
+
+DEFAULT_BASE_DIR = "/opt/ml"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    model_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 1
+    threads: int = 4
+    """gthread threads per worker: /ping must answer while another thread predicts."""
+    timeout: int = 60
+    graceful_timeout: int = 30
+    max_payload_mb: int = 6
+    max_records: int | None = None
+    """None: no cap. Batch Transform packs MULTI_RECORD payloads by size only, so any count cap can
+    refuse a legitimate mini-batch of short lines; set one (HFSM_MAX_RECORDS) for real-time endpoints."""
+    max_concurrent_transforms: int = 1
+    access_log: bool = False
+    log_level: str = "info"
+    gpu_ids: tuple[str, ...] = ()
+    """GPUs to share among the workers (one each, round-robin); empty on CPU."""
+    predict: PredictOptions = field(default_factory=PredictOptions)
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.max_payload_mb * 1024 * 1024
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
+        env = os.environ if environ is None else environ
+        base = Path(env.get("SAGEMAKER_BASE_DIR", DEFAULT_BASE_DIR))
+        model_dir = Path(env["HFSM_MODEL_DIR"]) if env.get("HFSM_MODEL_DIR") else base / "model"
+        gpu_ids = visible_gpus(env)
+        cores = available_cores()
+        default_workers = len(gpu_ids) or 1
+        workers = _read(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default_workers, _positive_int)
+        torch_threads = _read(env, "HFSM_TORCH_THREADS", max(1, cores // workers), _positive_int)
+        return cls(
+            model_dir=model_dir,
+            host=env.get("HFSM_BIND_HOST", "0.0.0.0") or "0.0.0.0",
+            port=_read(env, "SAGEMAKER_BIND_TO_PORT", 8080, _port),
+            workers=workers,
+            threads=_read(env, "HFSM_SERVER_THREADS", 4, _positive_int),
+            timeout=_read(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, _positive_int),
+            graceful_timeout=_read(env, "HFSM_GRACEFUL_TIMEOUT", 30, _positive_int),
+            max_payload_mb=_read(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, _positive_int),
+            max_records=_read(env, "HFSM_MAX_RECORDS", 0, _count) or None,
+            max_concurrent_transforms=_read(env, "HFSM_MAX_CONCURRENT_TRANSFORMS", workers, _positive_int),
+            access_log=_read(env, "HFSM_ACCESS_LOG", False, _bool),
+            log_level=_read(env, "HFSM_LOG_LEVEL", "info", _log_level),
+            gpu_ids=gpu_ids,
+            predict=PredictOptions(
+                batch_size=_read(env, "HFSM_BATCH_SIZE", 32, _positive_int),
+                max_words=_read(env, "HFSM_MAX_WORDS", 100_000, _positive_int),
+                trust_remote_code=_read(env, "HFSM_TRUST_REMOTE_CODE", False, _bool),
+                device=env.get("HFSM_DEVICE") or None,
+                torch_threads=torch_threads,
+            ),
+        )
+
+
+def visible_gpus(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """GPU ids without importing torch: the master must not touch CUDA before forking workers.
+
+    ``CUDA_VISIBLE_DEVICES`` wins when set; otherwise the NVIDIA driver lists the GPUs the
+    container runtime exposed under ``/proc/driver/nvidia/gpus``.
+    """
+    declared = environ.get("CUDA_VISIBLE_DEVICES")
+    if declared is not None:
+        ids = [part.strip() for part in declared.split(",") if part.strip()]
+        return tuple(ids) if ids and ids[0] != "-1" else ()
+    gpus = Path("/proc/driver/nvidia/gpus")
+    count = sum(1 for _ in gpus.iterdir()) if gpus.is_dir() else 0
+    return tuple(str(index) for index in range(count))
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _read(environ: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return parse(raw.strip())
+    except ValueError as exc:
+        raise UserError(f"environment variable {name}={raw!r}: {exc}") from None
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a positive integer") from None
+    if value < 1:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def _count(raw: str) -> int:
+    """A limit where 0 means none."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number (0: no limit)") from None
+    if value < 0:
+        raise ValueError("expected a whole number (0: no limit)")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > 65535:
+        raise ValueError("expected a TCP port (1-65535)")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    lowered = raw.lower()
+    if lowered not in ("debug", "info", "warning", "error", "critical"):
+        raise ValueError("expected debug, info, warning, error or critical")
+    return lowered
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")

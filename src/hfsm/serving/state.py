@@ -1,0 +1,80 @@
+"""The model of one worker, loaded in the background so that /ping answers from the first second.
+
+SageMaker pings the container from the moment it starts and gives up on a container that does
+not answer; loading a large model takes longer than a ping's timeout. So each worker starts
+answering at once (503 while loading) and only says 200 once the model is loaded *and* a real
+prediction (the warm-up) has succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from ..errors import RequestError
+from ..inference.predictor import Outcome
+
+log = logging.getLogger("hfsm.serve")
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+
+
+class PredictorLike(Protocol):
+    def predict(self, records: Sequence[Any]) -> list[Outcome]: ...
+
+    def warmup(self) -> None: ...
+
+
+class ModelState:
+    """Loads once in a daemon thread (a SIGTERM during loading must not wait for it)."""
+
+    def __init__(self, loader: Callable[[], PredictorLike]) -> None:
+        self._loader = loader
+        self._predictor: PredictorLike | None = None
+        self._error: str | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="hfsm-model-loader", daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once loading has finished, successfully or not."""
+        return self._done.wait(timeout)
+
+    @property
+    def status(self) -> str:
+        if self._predictor is not None:
+            return READY
+        return FAILED if self._error is not None else LOADING
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def predictor(self) -> PredictorLike:
+        """The ready predictor, or the status a request must get instead."""
+        if self._predictor is not None:
+            return self._predictor
+        if self._error is not None:
+            raise RequestError(f"the model failed to load: {self._error}", 500)
+        raise RequestError("the model is still loading; retry shortly", 503)
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            predictor = self._loader()
+            predictor.warmup()
+        except BaseException as exc:
+            log.exception("the model failed to load")
+            self._error = f"{type(exc).__name__}: {exc}"
+        else:
+            self._predictor = predictor
+            log.info("model ready (loaded and warmed up in %.1fs)", time.monotonic() - started)
+        finally:
+            self._done.set()

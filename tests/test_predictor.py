@@ -1,0 +1,206 @@
+"""The predictor in-process on models trained by the real ``train`` command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from hfsm.bundle import ModelBundle
+from hfsm.data.records import word_spans
+from hfsm.inference import predictor as predictor_module
+from hfsm.inference.predictor import PredictOptions, Predictor, RecordError
+from sagemaker_tree import TrainResult
+from serving_models import always_tagging
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Spin-waiting OpenMP threads make forward passes very slow on a busy shared CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def predictors(trained: dict[str, TrainResult]) -> dict[str, Predictor]:
+    # a small batch so that several batches, sorted by length, are exercised
+    options = PredictOptions(batch_size=3, max_words=3000)
+    return {name: Predictor.load(result.model_dir, options) for name, result in trained.items()}
+
+
+@pytest.fixture(scope="module")
+def tagging_ner(trained: dict[str, TrainResult], tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    """Tags every word B-location, so every word is an entity whose offsets can be checked."""
+    folder = always_tagging(
+        trained["ner"].model_dir, tmp_path_factory.mktemp("tagging") / "model", "B-location"
+    )
+    return Predictor.load(folder, PredictOptions(torch_threads=1))
+
+
+def long_text(n_words: int) -> str:
+    """Words of 1 to 8 WordPiece pieces, an emoji selector, and irregular whitespace between them."""
+    vocabulary = ["Paris", "internationalization", "x", "\ufe0f", "New", "York", "café", "2024", "@user"]
+    separators = [" ", "  ", "\t", "\n", " \u00a0", "\u3000"]
+    words = [vocabulary[i % len(vocabulary)] for i in range(n_words)]
+    return "".join(word + separators[i % len(separators)] for i, word in enumerate(words))
+
+
+def test_each_task_answers_in_its_shape(
+    predictors: dict[str, Predictor], trained: dict[str, TrainResult]
+) -> None:
+    text = "Hello from New York , said @paulwalk"
+    ner = predictors["ner"].predict([{"text": text}])[0]
+    assert len(ner["pred"]) == len(ner["proba"]) == 7
+    classif = predictors["classif"].predict([{"text": text}])[0]
+    assert classif["pred"] in classif["scores"]
+    assert sum(classif["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+    multilabel = predictors["multilabel"].predict([{"text": text}])[0]
+    threshold = ModelBundle.load(trained["multilabel"].model_dir).threshold
+    assert threshold is not None
+    assert multilabel["pred"] == sorted(
+        (k for k, v in multilabel["scores"].items() if v >= threshold), key=lambda k: -multilabel["scores"][k]
+    )
+    regression = predictors["regression"].predict([{"text": text}])[0]
+    assert isinstance(regression["pred"], float)
+
+
+def test_order_is_kept_across_length_sorted_batches(predictors: dict[str, Predictor]) -> None:
+    texts = [" ".join(["word"] * n) for n in (1, 150, 3, 70, 9, 200, 2)]
+    together = predictors["ner"].predict([{"text": t} for t in texts])
+    for text, joint in zip(texts, together, strict=True):
+        alone = predictors["ner"].predict([{"text": text}])[0]
+        assert len(joint["pred"]) == len(text.split())
+        assert joint["proba"] == pytest.approx(alone["proba"], abs=1e-4)
+    classif = predictors["classif"]
+    together = classif.predict([{"text": t} for t in texts])
+    for text, joint in zip(texts, together, strict=True):
+        assert joint["scores"] == pytest.approx(classif.predict([{"text": text}])[0]["scores"], abs=1e-4)
+
+
+def test_two_thousand_word_text_gets_exactly_one_tag_per_word(predictors: dict[str, Predictor]) -> None:
+    predictor = predictors["ner"]
+    text = long_text(2000)
+    pieces = [len(predictor.tokenizer(word, add_special_tokens=False)["input_ids"]) for word in text.split()]
+    assert sum(pieces) > 8 * predictor.bundle.max_seq_length  # many windows, words of several pieces
+    prediction = predictor.predict([{"text": text}, {"text": "short one"}])
+    assert len(prediction[0]["pred"]) == len(prediction[0]["proba"]) == 2000
+    assert len(prediction[1]["pred"]) == 2
+
+
+def test_entity_offsets_point_into_the_request_text(tagging_ner: Predictor) -> None:
+    text = long_text(2000)
+    prediction = tagging_ner.predict([{"text": text}])[0]
+    spans = word_spans(text)
+    assert prediction["pred"] == ["B-location"] * 2000
+    assert len(prediction["entities"]) == 2000
+    for index, entity in enumerate(prediction["entities"]):
+        assert entity["words"] == [index, index + 1]
+        assert (entity["start"], entity["end"]) == spans[index]
+        assert text[entity["start"] : entity["end"]] == entity["text"] == text.split()[index]
+
+
+def test_words_the_tokenizer_drops_still_get_a_tag(predictors: dict[str, Predictor]) -> None:
+    predictor = predictors["ner"]
+    assert predictor.tokenizer("\ufe0f", add_special_tokens=False)["input_ids"] == []  # the case is real
+    prediction = predictor.predict([{"text": "\ufe0f"}, {"text": "ok \ufe0f \ufe0f\ufe0f fine"}])
+    assert len(prediction[0]["pred"]) == 1
+    assert len(prediction[1]["pred"]) == 4
+
+
+def test_large_requests_are_predicted_in_chunks_without_losing_order(
+    predictors: dict[str, Predictor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(predictor_module, "RECORD_CHUNK", 4)
+    records: list[object] = [{"text": " ".join(["w"] * (1 + i % 7))} for i in range(30)]
+    records[5] = {"text": None}
+    records[13] = 42
+    outcomes = predictors["ner"].predict(records)
+    for index, outcome in enumerate(outcomes):
+        if index in (5, 13):
+            assert isinstance(outcome, RecordError)
+        else:
+            assert len(outcome["pred"]) == 1 + index % 7
+
+
+def test_empty_text_is_answered_not_refused(predictors: dict[str, Predictor]) -> None:
+    assert predictors["ner"].predict([{"text": "  \n "}])[0] == {"pred": [], "proba": [], "entities": []}
+    assert "pred" in predictors["classif"].predict([{"text": ""}])[0]
+
+
+def test_bad_records_get_their_own_error_and_the_others_are_predicted(
+    predictors: dict[str, Predictor],
+) -> None:
+    outcomes = predictors["ner"].predict(
+        [
+            {"text": "good one"},
+            {"txt": "typo"},
+            {"text": 5},
+            "not an object",
+            {"text": "x " * 3001},
+            {"text": "fine too"},
+        ]
+    )
+    assert outcomes[0]["pred"] and outcomes[5]["pred"]
+    assert outcomes[1] == RecordError("the record has no 'text' field")
+    assert outcomes[2] == RecordError("'text' must be a string, got a number")
+    assert "must be a JSON object" in outcomes[3].message
+    assert outcomes[4].status == 413
+    assert "3001 words" in outcomes[4].message and "HFSM_MAX_WORDS" in outcomes[4].message
+
+
+def test_bbox_model_takes_list_or_training_string_boxes(predictors: dict[str, Predictor]) -> None:
+    predictor = predictors["ner_bbox"]
+    text = "Invoice  total 42 EUR"
+    boxes = [[10, 10, 80, 30], [90, 10, 140, 30], [150, 10, 170, 30], [180, 10, 220, 30]]
+    as_string = ",".join(" ".join(str(v) for v in box) for box in boxes)
+    from_list, from_string = predictor.predict(
+        [{"text": text, "bbox": boxes}, {"text": text, "bbox": as_string}]
+    )
+    assert len(from_list["pred"]) == 4
+    assert from_list == from_string
+    for entity in from_list["entities"]:
+        chosen = boxes[entity["words"][0] : entity["words"][1]]
+        assert entity["bbox"] == [
+            min(b[0] for b in chosen),
+            min(b[1] for b in chosen),
+            max(b[2] for b in chosen),
+            max(b[3] for b in chosen),
+        ]
+
+
+def test_bbox_records_are_validated_one_by_one(predictors: dict[str, Predictor]) -> None:
+    predictor = predictors["ner_bbox"]
+    outcomes = predictor.predict(
+        [
+            {"text": "a b"},
+            {"text": "a b", "bbox": [[0, 0, 1, 1]]},
+            {"text": "a b", "bbox": [[0, 0, 1, 1], [0, 0, 1, 2000]]},
+            {"text": "a b", "bbox": [[0, 0, 1, 1], [5, 0, 1, 1]]},
+            {"text": "a b", "bbox": {"x": 1}},
+            {"text": "a b", "bbox": [[0, 0, 1, 1], [2, 0, 3, 1]]},
+        ]
+    )
+    assert "give 'bbox'" in outcomes[0].message
+    assert outcomes[1].message == "the text has 2 words but 'bbox' has 1 boxes; give one box per word"
+    assert outcomes[2].message.startswith("'bbox': box 2: box coordinate 2000 is outside 0..1000")
+    assert "x1 < x0" in outcomes[3].message
+    assert "got an object" in outcomes[4].message
+    assert len(outcomes[5]["pred"]) == 2
+
+
+def test_boxes_are_ignored_by_models_without_them(predictors: dict[str, Predictor]) -> None:
+    with_boxes, without = predictors["ner"].predict(
+        [{"text": "Paris now", "bbox": "not even boxes"}, {"text": "Paris now"}]
+    )
+    assert with_boxes == without
+    assert all("bbox" not in entity for entity in with_boxes["entities"])
+
+
+def test_warmup_runs_a_real_prediction_for_every_task(predictors: dict[str, Predictor]) -> None:
+    for predictor in predictors.values():
+        predictor.warmup()
+    assert predictors["ner_bbox"].bundle.use_bbox
