@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from sagemaker_tree import TrainResult
 
 from hfsm.inference.predictor import Predictor
+from sagemaker_tree import TrainResult
 
 
 @pytest.mark.parametrize("case", ["ner", "classif", "multilabel", "regression", "ner_bbox"])
 def test_test_predictions_match_the_served_model(trained: dict[str, TrainResult], case: str) -> None:
     result = trained[case]
-    lines = [json.loads(line) for line in (result.output_data / "test_predictions.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(line) for line in (result.output_data / "test_predictions.jsonl").read_text().splitlines()
+    ]
     records = [{"text": line["text"]} for line in lines]
     if case == "ner_bbox":
         import csv
@@ -44,6 +46,8 @@ def test_ner_dev_metrics_match_a_recount_from_predictions(trained: dict[str, Tra
     from seqeval.metrics import f1_score
 
     result = trained["ner"]
-    lines = [json.loads(line) for line in (result.output_data / "test_predictions.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(line) for line in (result.output_data / "test_predictions.jsonl").read_text().splitlines()
+    ]
     recount = f1_score([line["labels"] for line in lines], [line["pred"] for line in lines], zero_division=0)
     assert result.metrics()["test"]["f1"] == pytest.approx(recount)

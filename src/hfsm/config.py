@@ -172,8 +172,9 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter(
         "group_by_length",
         parse_bool,
-        True,
-        "Batch training examples of similar length together (less padding, faster).",
+        False,
+        "Batch training examples of similar length together: less padding, faster epochs, but on "
+        "CoNLL-2003 one epoch scored 0.853 dev F1 instead of 0.862, so it is off by default.",
     ),
     Hyperparameter("dataloader_num_workers", parse_int, 0, "Worker processes for data loading."),
     Hyperparameter(

@@ -1,9 +1,162 @@
-"""``hfsm local ...`` sub-commands (filled in by the local harness)."""
+"""``hfsm local ...``: train, serve and batch-transform on this machine exactly as SageMaker would.
+
+Each sub-command sets ``handler``; ``hfsm.__main__`` calls it and turns a :class:`UserError` into exit 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from ..errors import UserError
+
+DEFAULT_WORK = Path("runs/local-train")
 
 
 def add_local_commands(parser: argparse.ArgumentParser) -> None:
-    parser.add_subparsers(dest="local_command", required=True)
+    commands = parser.add_subparsers(dest="local_command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="lay out a SageMaker tree and run train on it",
+        description="Lay out a SageMaker tree in --work from --data and the "
+        "hyperparameters, run train on it (in a process or --image) and print where "
+        "the model and metrics are.",
+    )
+    train.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with train.csv/dev.csv/test.csv, or with train/ dev/ test/ folders",
+    )
+    train.add_argument(
+        "--hyperparameters",
+        nargs="+",
+        default=[],
+        metavar="FILE_OR_K=V",
+        help="JSON files and/or key=value pairs (values parsed as JSON when they are JSON)",
+    )
+    train.add_argument(
+        "--work",
+        type=Path,
+        default=DEFAULT_WORK,
+        help=f"folder for the SageMaker tree (default {DEFAULT_WORK}); its input/, model/, "
+        "output/ and checkpoints/ are replaced",
+    )
+    train.add_argument(
+        "--model", type=Path, help="model folder (or model.tar.gz) given as the 'model' channel"
+    )
+    train.add_argument("--image", help="run train in this image (podman/docker; $HFSM_CONTAINER_ENGINE)")
+    train.set_defaults(handler=_train)
+
+    serve = commands.add_parser("serve", help="serve a model folder on 127.0.0.1 until Ctrl-C")
+    serve.add_argument("--model", type=Path, required=True, help="the model folder that train wrote")
+    serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    serve.add_argument("--image", help="serve with this image instead of a local process")
+    serve.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for /ping")
+    serve.set_defaults(handler=_serve)
+
+    transform = commands.add_parser(
+        "transform", help="run a Batch Transform (SplitType=Line, AssembleWith=Line)"
+    )
+    transform.add_argument("--input", type=Path, required=True, help="an input file or a folder of them")
+    transform.add_argument("--output", type=Path, required=True, help="folder for NAME.out files")
+    transform.add_argument("--content-type", default="application/jsonlines", help="request Content-Type")
+    transform.add_argument("--accept", help="response format (default: the content type)")
+    target = transform.add_mutually_exclusive_group(required=True)
+    target.add_argument("--endpoint", help="URL of a running server, e.g. http://127.0.0.1:8080")
+    target.add_argument(
+        "--model", type=Path, help="start a local server for this model folder, stop it after"
+    )
+    transform.add_argument("--image", help="with --model: serve with this image")
+    transform.add_argument(
+        "--max-concurrent-transforms", type=int, help="override the container's MaxConcurrentTransforms"
+    )
+    transform.add_argument(
+        "--batch-strategy",
+        choices=["MULTI_RECORD", "SINGLE_RECORD"],
+        help="override the container's BatchStrategy",
+    )
+    transform.add_argument(
+        "--max-payload-mb", type=int, help="override the container's MaxPayloadInMB (0: none)"
+    )
+    transform.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    transform.set_defaults(handler=_transform)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .train import local_train
+    from .tree import parse_hyperparameter_args
+
+    local_train(args.work, args.data, parse_hyperparameter_args(args.hyperparameters), args.model, args.image)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(args: argparse.Namespace) -> None:
+    """Serve in the foreground; Ctrl-C or SIGTERM stops the server with SIGTERM (never orphaned)."""
+    from .server import start_server
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    server = follower = None
+    try:
+        server = start_server(args.model, args.port, args.image, quiet=False)
+        follower = server.follow_logs()
+        server.wait_ready(args.ready_timeout)
+        print(
+            f"serving {args.model} on {server.url} (Ctrl-C to stop)\n"
+            f"  curl -s {server.url}/invocations -H 'Content-Type: application/json' "
+            """-d '{"data": [{"text": "Empire State Building is in New York"}]}'""",
+            flush=True,
+        )
+        while not server.exited():
+            time.sleep(1)
+        raise UserError(f"the model server stopped by itself:\n{server.logs()[-4000:]}")
+    except KeyboardInterrupt:
+        print("stopping the server (SIGTERM)", file=sys.stderr, flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+        if follower is not None:
+            follower.terminate()
+            follower.wait()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _transform(args: argparse.Namespace) -> None:
+    from .server import running_server
+
+    if args.image and not args.model:
+        raise UserError("--image needs --model (with --endpoint the server is already running)")
+    if args.model:
+        with running_server(args.model, image=args.image) as server:
+            _run_transform(args, server.url)
+    else:
+        _run_transform(args, args.endpoint.rstrip("/"))
+
+
+def _run_transform(args: argparse.Namespace, endpoint: str) -> None:
+    from .transform import Invoker, fetch_execution_parameters, transform, with_overrides
+
+    params = with_overrides(
+        fetch_execution_parameters(endpoint),
+        args.max_concurrent_transforms,
+        args.batch_strategy,
+        args.max_payload_mb,
+    )
+    print(
+        f"execution parameters: MaxConcurrentTransforms={params.max_concurrent_transforms} "
+        f"BatchStrategy={params.batch_strategy} MaxPayloadInMB={params.max_payload_mb}",
+        flush=True,
+    )
+    invoke = Invoker(endpoint, args.content_type, args.accept or args.content_type, timeout_s=args.timeout)
+    result = transform(args.input, args.output, invoke, params)
+    print(f"{result.records} records in {result.requests} requests, {result.seconds:.1f}s", flush=True)
+    for path in result.outputs:
+        print(f"output: {path}", flush=True)
