@@ -166,6 +166,11 @@ class TrainingRun:
         self.env = env
         self.config = parse_hyperparameters(env.hyperparameters)
         self.task = get_task(self.config.task_name)
+        # set by run() once the data is read (labels) and after training (threshold)
+        self.labels: list[str] = []
+        self.label2id: dict[str, int] = {}
+        self.id2label: dict[int, str] = {}
+        self.threshold = 0.5
 
     def run(self) -> dict[str, Any]:
         from transformers import set_seed
@@ -183,7 +188,6 @@ class TrainingRun:
         log.info("task %s, model %s, %d labels", task.name, source, len(labels))
         set_seed(config.seed)
         tokenizer, model = load_tokenizer_and_model(source, task, labels, config)
-        self.tokenizer = tokenizer
         self.id2label = {i: name for i, name in enumerate(labels)}
         wt = WordTokenizer(tokenizer, config.max_seq_length) if task.token_level else None
         encoded = {
