@@ -8,6 +8,7 @@ import pytest
 
 from hfsm.bundle import ModelBundle
 from hfsm.data.records import word_spans
+from hfsm.errors import UserError
 from hfsm.inference import predictor as predictor_module
 from hfsm.inference.predictor import PredictOptions, Predictor, RecordError
 from sagemaker_tree import TrainResult
@@ -204,3 +205,22 @@ def test_warmup_runs_a_real_prediction_for_every_task(predictors: dict[str, Pred
     for predictor in predictors.values():
         predictor.warmup()
     assert predictors["ner_bbox"].bundle.use_bbox
+
+
+def test_int8_quantization_answers_like_the_fp32_model(trained: dict[str, TrainResult]) -> None:
+    import torch
+
+    options = PredictOptions(torch_threads=1, quantize="int8")
+    quantized = {name: Predictor.load(trained[name].model_dir, options) for name in ("ner", "classif")}
+    linear = [m for m in quantized["ner"].model.modules() if isinstance(m, torch.nn.Linear)]
+    assert not linear, "every Linear layer is replaced by its dynamically quantized version"
+    text = "Hello from New York , said @paulwalk"
+    ner = quantized["ner"].predict([{"text": text}])[0]
+    assert len(ner["pred"]) == len(ner["proba"]) == 7
+    classif = quantized["classif"].predict([{"text": text}])[0]
+    assert sum(classif["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_int8_quantization_is_refused_on_a_gpu(trained: dict[str, TrainResult]) -> None:
+    with pytest.raises(UserError, match="CPU only"):
+        predictor_module.quantize_int8(object(), "cuda")

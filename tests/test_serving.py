@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def servers(
     tagging = always_tagging(trained["ner"].model_dir, root / "ner-tagging", "B-location")
     plan: dict[str, tuple[Path, dict[str, str]]] = {
         "ner": (tagging, NER_LIMITS),
-        "classif": (trained["classif"].model_dir, {}),
+        "classif": (trained["classif"].model_dir, {"HFSM_LOG_LEVEL": "debug"}),
         "multilabel": (trained["multilabel"].model_dir, {}),
         "regression": (trained["regression"].model_dir, {}),
         "ner_bbox": (trained["ner_bbox"].model_dir, {}),
@@ -261,6 +262,22 @@ def test_server_keeps_serving_after_bad_requests(servers: dict[str, LiveServer])
     assert ok_json(server.post(b"[]")) == {"predictions": []}
     assert ok_json(server.post(json.dumps({"text": "still here"})))["predictions"][0]["pred"] is not None
     assert server.alive()
+
+
+def test_concurrent_requests_share_forward_passes_and_get_their_own_answers(
+    servers: dict[str, LiveServer],
+) -> None:
+    server = servers["classif"]
+    texts = [f"card number {n} arrived " * (1 + n % 7) for n in range(96)]
+    alone = [ok_json(server.post(json.dumps({"text": text})))["predictions"][0] for text in texts]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        together = list(
+            pool.map(lambda t: ok_json(server.post(json.dumps({"text": t})))["predictions"][0], texts)
+        )
+    for one, shared in zip(alone, together, strict=True):
+        assert shared["pred"] == one["pred"]
+        assert shared["scores"] == pytest.approx(one["scores"], abs=1e-4)  # padding only
+    assert "requests share one forward pass" in server.logs()
 
 
 def test_ping_answers_while_a_prediction_runs(servers: dict[str, LiveServer]) -> None:

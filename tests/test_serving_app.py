@@ -126,6 +126,9 @@ def test_settings_defaults_follow_the_sagemaker_contract() -> None:
     assert settings.predict.batch_size == 32 and settings.predict.max_words == 100_000
     assert settings.predict.trust_remote_code is False
     assert settings.predict.torch_threads is not None and settings.predict.torch_threads >= 1
+    assert (settings.threads, settings.batch_wait_ms, settings.predict.quantize) == (16, 5.0, "none")
+    tuned = ServingSettings.from_environ({"HFSM_BATCH_WAIT_MS": "0", "HFSM_QUANTIZE": "INT8"})
+    assert (tuned.batch_wait_ms, tuned.predict.quantize) == (0.0, "int8")
     assert ServingSettings.from_environ({"SAGEMAKER_BASE_DIR": "/base"}).model_dir == Path("/base/model")
     overridden = ServingSettings.from_environ({"SAGEMAKER_BASE_DIR": "/base", "HFSM_MODEL_DIR": "/models/x"})
     assert overridden.model_dir == Path("/models/x")
@@ -151,6 +154,9 @@ def test_settings_divide_cores_between_cpu_workers_and_give_each_gpu_a_worker() 
         ("HFSM_TRUST_REMOTE_CODE", "maybe"),
         ("HFSM_MAX_RECORDS", "-1"),
         ("HFSM_LOG_LEVEL", "loud"),
+        ("HFSM_BATCH_WAIT_MS", "soon"),
+        ("HFSM_BATCH_WAIT_MS", "5000"),
+        ("HFSM_QUANTIZE", "int4"),
     ],
 )
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:

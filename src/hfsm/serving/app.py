@@ -43,7 +43,11 @@ def create_app(
 
     ``loader`` defaults to loading ``settings.model_dir``; tests pass their own to control timing.
     """
-    state = ModelState(loader or partial(load_predictor, settings))
+    state = ModelState(
+        loader or partial(load_predictor, settings),
+        batch_records=settings.predict.batch_size,
+        batch_wait_s=settings.batch_wait_ms / 1000,
+    )
     app = Flask("hfsm")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     app.extensions["hfsm"] = state
@@ -72,18 +76,19 @@ def create_app(
     def invocations() -> Response:
         started = time.monotonic()
         predictor = state.predictor()
-        request_type, charset = codecs.request_media_type(request.headers.get("Content-Type"))
-        response_type = codecs.response_media_type(request.headers.get("Accept"), request_type)
-        decoded = codecs.decode_request(request.get_data(cache=False), request_type, charset)
-        if settings.max_records is not None and len(decoded.items) > settings.max_records:
-            raise RequestError(
-                f"the request holds {len(decoded.items)} records, more than this server's limit of "
-                f"{settings.max_records} (HFSM_MAX_RECORDS); split it into smaller requests",
-                413,
-            )
-        if not decoded.line_by_line:
-            decoded.raise_first_error()
-        outcomes = predictor.predict(decoded.records())
+        with predictor.incoming():  # concurrent requests wait for this one to share a forward pass
+            request_type, charset = codecs.request_media_type(request.headers.get("Content-Type"))
+            response_type = codecs.response_media_type(request.headers.get("Accept"), request_type)
+            decoded = codecs.decode_request(request.get_data(cache=False), request_type, charset)
+            if settings.max_records is not None and len(decoded.items) > settings.max_records:
+                raise RequestError(
+                    f"the request holds {len(decoded.items)} records, more than this server's limit of "
+                    f"{settings.max_records} (HFSM_MAX_RECORDS); split it into smaller requests",
+                    413,
+                )
+            if not decoded.line_by_line:
+                decoded.raise_first_error()
+            outcomes = predictor.predict(decoded.records())
         body = decoded.respond(outcomes, response_type)
         log.debug("%d records answered in %.0f ms", len(decoded.items), (time.monotonic() - started) * 1000)
         return Response(body, status=200, mimetype=response_type)

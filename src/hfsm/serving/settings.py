@@ -26,8 +26,11 @@ class ServingSettings:
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
-    threads: int = 4
-    """gthread threads per worker: /ping must answer while another thread predicts."""
+    threads: int = 16
+    """gthread threads per worker: /ping answers while another thread predicts, and concurrent
+    requests are read in parallel so that the batcher can merge them."""
+    batch_wait_ms: float = 5.0
+    """How long a request waits for concurrent requests that are still being read, to share a forward pass."""
     timeout: int = 60
     graceful_timeout: int = 30
     max_payload_mb: int = 6
@@ -60,7 +63,8 @@ class ServingSettings:
             host=env.get("HFSM_BIND_HOST", "0.0.0.0") or "0.0.0.0",
             port=_read(env, "SAGEMAKER_BIND_TO_PORT", 8080, _port),
             workers=workers,
-            threads=_read(env, "HFSM_SERVER_THREADS", 4, _positive_int),
+            threads=_read(env, "HFSM_SERVER_THREADS", 16, _positive_int),
+            batch_wait_ms=_read(env, "HFSM_BATCH_WAIT_MS", 5.0, _milliseconds),
             timeout=_read(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, _positive_int),
             graceful_timeout=_read(env, "HFSM_GRACEFUL_TIMEOUT", 30, _positive_int),
             max_payload_mb=_read(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, _positive_int),
@@ -75,6 +79,7 @@ class ServingSettings:
                 trust_remote_code=_read(env, "HFSM_TRUST_REMOTE_CODE", False, _bool),
                 device=env.get("HFSM_DEVICE") or None,
                 torch_threads=torch_threads,
+                quantize=_read(env, "HFSM_QUANTIZE", "none", _quantize),
             ),
         )
 
@@ -132,11 +137,28 @@ def _count(raw: str) -> int:
     return value
 
 
+def _milliseconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number of milliseconds") from None
+    if not 0 <= value <= 1000:
+        raise ValueError("expected a number of milliseconds between 0 and 1000")
+    return value
+
+
 def _port(raw: str) -> int:
     value = _positive_int(raw)
     if value > 65535:
         raise ValueError("expected a TCP port (1-65535)")
     return value
+
+
+def _quantize(raw: str) -> str:
+    lowered = raw.lower()
+    if lowered not in ("none", "int8"):
+        raise ValueError("expected none or int8")
+    return lowered
 
 
 def _log_level(raw: str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..errors import RequestError
+from ..inference.batching import MicroBatcher
 from ..inference.predictor import Outcome
 
 log = logging.getLogger("hfsm.serve")
@@ -29,11 +30,20 @@ class PredictorLike(Protocol):
 
 
 class ModelState:
-    """Loads once in a daemon thread (a SIGTERM during loading must not wait for it)."""
+    """Loads once in a daemon thread (a SIGTERM during loading must not wait for it).
 
-    def __init__(self, loader: Callable[[], PredictorLike]) -> None:
+    Requests reach the model through a :class:`MicroBatcher`, so that concurrent requests of one
+    worker share forward passes (at most ``batch_records`` records, waiting at most
+    ``batch_wait_s`` for requests already being read).
+    """
+
+    def __init__(
+        self, loader: Callable[[], PredictorLike], batch_records: int = 32, batch_wait_s: float = 0.005
+    ) -> None:
         self._loader = loader
-        self._predictor: PredictorLike | None = None
+        self._batch_records = batch_records
+        self._batch_wait_s = batch_wait_s
+        self._predictor: MicroBatcher[Outcome] | None = None
         self._error: str | None = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,8 +67,8 @@ class ModelState:
     def error(self) -> str | None:
         return self._error
 
-    def predictor(self) -> PredictorLike:
-        """The ready predictor, or the status a request must get instead."""
+    def predictor(self) -> MicroBatcher[Outcome]:
+        """The ready model (behind its batcher), or the status a request must get instead."""
         if self._predictor is not None:
             return self._predictor
         if self._error is not None:
@@ -74,7 +84,7 @@ class ModelState:
             log.exception("the model failed to load")
             self._error = f"{type(exc).__name__}: {exc}"
         else:
-            self._predictor = predictor
+            self._predictor = MicroBatcher(predictor.predict, self._batch_records, self._batch_wait_s)
             log.info("model ready (loaded and warmed up in %.1fs)", time.monotonic() - started)
         finally:
             self._done.set()

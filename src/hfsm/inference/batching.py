@@ -1,0 +1,184 @@
+"""Dynamic batching across concurrent requests inside one serving worker.
+
+A real-time endpoint mostly receives single-record requests. One record per forward pass leaves
+most of a CPU's (or GPU's) throughput unused, while a forward pass over eight short records costs
+little more than over one. So every request hands its records to one batching thread, which
+predicts the records of all the requests waiting at that moment together, and gives each request
+its own outcomes back.
+
+The wait is adaptive: the batcher knows how many requests have entered the server and not yet
+reached it (:meth:`MicroBatcher.incoming`, around decoding), and it waits for them, at most
+``max_wait_s``, only while there are some. A lone request is predicted at once, so batching
+costs nothing at concurrency 1; under load, batches fill up to ``max_records``.
+
+Nothing here knows about HTTP or models: ``predict`` is any function from records to one outcome
+per record, in order (the :class:`~hfsm.inference.predictor.Predictor`'s ``predict``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger("hfsm.batching")
+
+O = TypeVar("O")  # noqa: E741 - one outcome per record
+
+
+class _Job(Generic[O]):
+    """One request's records, and where its outcomes (or the fault that prevented them) go."""
+
+    __slots__ = ("done", "error", "outcomes", "records")
+
+    def __init__(self, records: Sequence[Any]) -> None:
+        self.records = records
+        self.outcomes: list[O] | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+class BatcherStopped(RuntimeError):
+    """The batcher was closed; requests still waiting are refused rather than left hanging."""
+
+
+class MicroBatcher(Generic[O]):
+    """Thread-safe front of ``predict`` that merges the records of concurrent callers.
+
+    ``max_records`` bounds a merged batch (a single larger request still runs, alone and whole);
+    ``max_wait_s`` bounds how long the first request of a batch waits for others that are known
+    to be on their way.
+    """
+
+    def __init__(
+        self, predict: Callable[[Sequence[Any]], list[O]], max_records: int, max_wait_s: float
+    ) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        if max_wait_s < 0:
+            raise ValueError("max_wait_s must not be negative")
+        self._predict = predict
+        self.max_records = max_records
+        self.max_wait_s = max_wait_s
+        self._queue: deque[_Job[O]] = deque()
+        self._incoming = 0
+        self._announced = threading.local()
+        self._closed = False
+        self._changed = threading.Condition()
+        self.batches = 0
+        """Calls of ``predict`` made so far (fewer than requests when requests were merged)."""
+        self._thread = threading.Thread(target=self._run, name="hfsm-batcher", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Mark a request as on its way (being read and decoded) until it calls :meth:`predict`.
+
+        The batcher waits for such requests before it starts a batch; without this mark it
+        batches only what has already been queued.
+        """
+        with self._changed:
+            self._incoming += 1
+        self._announced.pending = True
+        try:
+            yield
+        finally:
+            self._arrived()
+
+    def _arrived(self) -> None:
+        """The calling thread's request is no longer on its way (queued, or given up)."""
+        if getattr(self._announced, "pending", False):
+            self._announced.pending = False
+            with self._changed:
+                self._incoming -= 1
+                self._changed.notify_all()
+
+    def predict(self, records: Sequence[Any]) -> list[O]:
+        """The outcomes of ``records``, in order; a fault of ``predict`` is raised in every caller it hit."""
+        self._arrived()
+        if not records:
+            return []
+        job: _Job[O] = _Job(records)
+        with self._changed:
+            if self._closed:
+                raise BatcherStopped("the model server is shutting down")
+            self._queue.append(job)
+            self._changed.notify_all()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.outcomes is not None
+        return job.outcomes
+
+    def close(self) -> None:
+        """Finish the batch in progress, refuse what is still queued, stop the thread."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join(timeout=60)
+
+    # ----------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._next_batch()
+            if jobs is None:
+                return
+            self._execute(jobs)
+
+    def _next_batch(self) -> list[_Job[O]] | None:
+        """Jobs for one forward call: the first queued one, then others while they fit and come."""
+        with self._changed:
+            while not self._queue and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                for job in self._queue:
+                    job.error = BatcherStopped("the model server is shutting down")
+                    job.done.set()
+                self._queue.clear()
+                return None
+            jobs = [self._queue.popleft()]
+            size = len(jobs[0].records)
+            deadline = time.monotonic() + self.max_wait_s
+            while size < self.max_records:
+                if self._queue:
+                    if size + len(self._queue[0].records) > self.max_records:
+                        break  # it starts the next batch
+                    job = self._queue.popleft()
+                    jobs.append(job)
+                    size += len(job.records)
+                    continue
+                remaining = deadline - time.monotonic()
+                if self._incoming == 0 or remaining <= 0 or self._closed:
+                    break
+                self._changed.wait(remaining)
+            return jobs
+
+    def _execute(self, jobs: list[_Job[O]]) -> None:
+        records = [record for job in jobs for record in job.records]
+        self.batches += 1
+        if len(jobs) > 1:
+            log.debug("%d requests share one forward pass (%d records)", len(jobs), len(records))
+        try:
+            outcomes = self._predict(records)
+            if len(outcomes) != len(records):
+                raise RuntimeError(f"predict returned {len(outcomes)} outcomes for {len(records)} records")
+        except BaseException as exc:  # the callers get the fault; the thread lives on
+            if len(jobs) > 1:
+                # One request's records must not fail the others': retry each request alone.
+                log.warning("a batch of %d requests failed (%s); predicting them one by one", len(jobs), exc)
+                for job in jobs:
+                    self._execute([job])
+                return
+            jobs[0].error = exc
+            jobs[0].done.set()
+            return
+        start = 0
+        for job in jobs:
+            job.outcomes = outcomes[start : start + len(job.records)]
+            start += len(job.records)
+            job.done.set()
