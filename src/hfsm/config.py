@@ -173,8 +173,9 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "group_by_length",
         parse_bool,
         False,
-        "Batch training examples of similar length together: less padding, faster epochs, but on "
-        "CoNLL-2003 one epoch scored 0.853 dev F1 instead of 0.862, so it is off by default.",
+        "Batch training examples of similar length together (random groups of 50 batches sorted by "
+        "length, batches shuffled): about 2x faster epochs on CoNLL-2003, but one epoch scored 0.854 "
+        "dev F1 instead of 0.862, so it is off by default.",
     ),
     Hyperparameter("dataloader_num_workers", parse_int, 0, "Worker processes for data loading."),
     Hyperparameter(

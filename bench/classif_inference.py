@@ -1,0 +1,147 @@
+"""Text classification throughput: our real server, Batch Transform style, against the HF pipeline.
+
+One command, one machine, one model folder (a ``classif`` model written by ``train``; the README's
+figures use MiniLM-L6 fine-tuned on BANKING77), one torch thread count for every side::
+
+    python bench/classif_inference.py --model runs/banking77/model
+
+Sides, measured one at a time: our server fed MULTI_RECORD JSON Lines payloads (fp32, then
+``HFSM_QUANTIZE=int8``), the bare ``Predictor.predict`` in this process, and
+``transformers.pipeline("text-classification")`` at the fastest of ``--batch-sizes`` (chosen on an
+evenly spaced sample). Then: top-class agreement between the sides and accuracy against the gold
+labels. Results go to ``bench/results/classif_inference.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    RESULTS,
+    SHARED_DATA,
+    check_model,
+    command_line,
+    machine,
+    measure_sides,
+    pin_threads,
+    read_rows,
+    time_pipeline,
+    write_results,
+)
+
+DEFAULT_DATA = SHARED_DATA / "banking77" / "test.csv"
+DEFAULT_OUTPUT = RESULTS / "classif_inference.json"
+
+
+def bench_pipeline(
+    model: Path, texts: Sequence[str], threads: int, repeats: int, batch_sizes: Sequence[int], sample: int
+) -> dict[str, Any]:
+    """The Hugging Face reference at its fastest batch size."""
+    import torch
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(threads)
+    pipe = pipeline("text-classification", model=str(model), device="cpu")
+    return time_pipeline(pipe, texts, repeats, batch_sizes, sample)
+
+
+def top_labels(outputs: Sequence[Any], key: str) -> list[str]:
+    return [output[key] for output in outputs]
+
+
+def compare(gold: Sequence[str], sides: dict[str, list[str]]) -> dict[str, Any]:
+    pipe = sides["pipeline"]
+    return {
+        "accuracy_vs_gold": {
+            name: sum(a == b for a, b in zip(labels, gold, strict=True)) / len(gold)
+            for name, labels in sides.items()
+        },
+        "top_class_agreement_with_pipeline_pct": {
+            name: 100 * sum(a == b for a, b in zip(labels, pipe, strict=True)) / len(pipe)
+            for name, labels in sides.items()
+            if name != "pipeline"
+        },
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a classif model folder written by train")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tab-separated text/labels file")
+    parser.add_argument("--limit", type=int, default=None, help="first N rows only (default all)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)"
+    )
+    parser.add_argument("--batch-sizes", default="1,8,32,64", help="pipeline batch sizes to try")
+    parser.add_argument(
+        "--sample", type=int, default=256, help="texts timed to choose the pipeline batch size"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side; the median counts")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    threads, repeats = args.threads, args.repeats
+    pin_threads(threads)
+    model = check_model(args.model)
+    rows = read_rows(args.data, args.limit)
+    texts, gold = [row["text"] for row in rows], [row["labels"] for row in rows]
+    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    command = command_line(__file__, argv)
+    print(f"{len(texts)} texts from {args.data}, {threads} thread(s); {command}")
+    load_at_start = os.getloadavg()
+    measured = measure_sides(
+        model,
+        texts,
+        threads,
+        repeats,
+        lambda: bench_pipeline(model, texts, threads, repeats, batch_sizes, args.sample),
+    )
+
+    labels = {
+        name: top_labels(side["outputs"], "pred") for name, side in measured.items() if name != "pipeline"
+    }
+    labels["pipeline"] = top_labels(measured["pipeline"]["outputs"], "label")
+    pipe = measured["pipeline"]
+    results: dict[str, Any] = {
+        "command": command,
+        "model": str(model),
+        "data": str(args.data.resolve()),
+        "note": f"first {len(texts)} rows only (--limit)" if args.limit else "the whole file",
+        "records": len(texts),
+        "threads": threads,
+        "repeats": repeats,
+        "machine": machine(threads, load_at_start),
+        "agreement": compare(gold, labels),
+        "sides": {name: {k: v for k, v in side.items() if k != "outputs"} for name, side in measured.items()},
+        "ratios": {
+            f"{name}_over_pipeline": side["records_per_s"] / pipe["records_per_s"]
+            for name, side in measured.items()
+            if name != "pipeline"
+        },
+    }
+    print()
+    print(f"classif inference, {len(texts)} records, {threads} torch thread(s), median of {repeats} run(s)")
+    for name, side in measured.items():
+        accuracy = results["agreement"]["accuracy_vs_gold"][name]
+        print(f"{name:20s}{side['records_per_s']:10.1f} records/s   accuracy {100 * accuracy:.2f}%")
+    for name, ratio in results["ratios"].items():
+        print(f"{name:34s} {ratio:6.2f}x")
+    for name, pct in results["agreement"]["top_class_agreement_with_pipeline_pct"].items():
+        print(f"top class same as pipeline, {name:18s} {pct:.2f}%")
+    write_results(args.output, results)
+
+
+if __name__ == "__main__":
+    main()

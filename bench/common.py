@@ -1,0 +1,287 @@
+"""What every benchmark here shares: data, the real server, timing, and the machine description.
+
+Benchmarks are scripts with recorded results (``bench/results/*.json``), never timed assertions in
+tests. Each result file holds the exact command, the machine and every measured number, so that a
+figure in the README can be traced back and reproduced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results"
+WARMUP_RECORDS = 32
+T = TypeVar("T")
+
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers that run the real server
+
+from live_server import LiveServer  # noqa: E402
+
+
+def pin_threads(threads: int) -> None:
+    """One thread count for every side: OpenMP/MKL, the tokenizers' pool, and servers started later.
+
+    Must run before torch is imported; server subprocesses inherit the environment.
+    """
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def read_rows(path: Path, limit: int | None = None) -> list[dict[str, str]]:
+    """Rows of a tab-separated training file, read the way ``train`` reads it (quoted fields)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = []
+        for row in csv.DictReader(handle, delimiter="\t"):
+            rows.append(row)
+            if limit is not None and len(rows) >= limit:
+                break
+    if not rows:
+        raise SystemExit(f"{path} holds no row")
+    return rows
+
+
+def check_model(model: Path) -> Path:
+    model = model.resolve()
+    if not (model / "hfsm.json").is_file():
+        raise SystemExit(f"--model {model}: no hfsm.json, not a folder written by train")
+    return model
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests so far (all cores), from /proc/stat; 0 elsewhere.
+
+    On a shared virtual machine, steal makes one run of the same code take twice as long as the
+    next; recording it beside each timing tells a slow machine from slow code.
+    """
+    try:
+        with open("/proc/stat", encoding="utf-8") as handle:
+            fields = handle.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def timed(run: Callable[[], T], repeats: int, records: int) -> tuple[T, dict[str, Any]]:
+    """``run()`` ``repeats`` times: the last result, and records/s of the median run (plus every run)."""
+    seconds, stolen = [], []
+    for _ in range(repeats):
+        steal_before = steal_seconds()
+        begin = time.perf_counter()
+        result = run()
+        seconds.append(time.perf_counter() - begin)
+        stolen.append(steal_seconds() - steal_before)
+    median = statistics.median(seconds)
+    return result, {
+        "seconds": median,
+        "records_per_s": records / median,
+        "records_per_s_best": records / min(seconds),
+        "runs_seconds": seconds,
+        "runs_cpu_steal_seconds": stolen,
+    }
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile: a value that was actually observed."""
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+@contextlib.contextmanager
+def live_server(
+    model: Path, log_dir: Path, threads: int, env: Mapping[str, str] | None = None, name: str = "bench"
+) -> Iterator[tuple[LiveServer, float]]:
+    """The real ``python -m hfsm serve`` with production defaults but ``threads`` torch threads.
+
+    Yields the server once /ping says 200, with the seconds from process start to that 200.
+    """
+    started = time.perf_counter()
+    server = LiveServer.start(
+        model, log_dir, env={"HFSM_TORCH_THREADS": str(threads), **(env or {})}, name=name
+    )
+    try:
+        server.wait_ready()
+        yield server, time.perf_counter() - started
+    except BaseException:
+        print(f"server log: {server.log_path}", file=sys.stderr)
+        raise
+    finally:
+        server.stop()
+
+
+def in_process_predictor(model: Path, threads: int, quantize: str = "none") -> Any:
+    """The prediction core the server runs, loaded in this process and warmed up like the server's."""
+    from hfsm.inference.predictor import PredictOptions, Predictor
+
+    predictor = Predictor.load(model, PredictOptions(torch_threads=threads, quantize=quantize))
+    predictor.warmup()
+    return predictor
+
+
+def server_throughput(
+    model: Path, texts: Sequence[str], threads: int, repeats: int, log_dir: Path, quantize: str = "none"
+) -> dict[str, Any]:
+    """Our real server, fed MULTI_RECORD JSON Lines payloads one at a time as Batch Transform does."""
+    from hfsm.local.transform import MB, Invoker, fetch_execution_parameters, pack_records
+
+    latencies: list[float] = []
+    with live_server(model, log_dir, threads, {"HFSM_QUANTIZE": quantize}, f"throughput-{quantize}") as (
+        server,
+        ready_s,
+    ):
+        params = fetch_execution_parameters(server.url)
+        invoke = Invoker(server.url, "application/jsonlines", "application/jsonlines")
+        lines = [json.dumps({"text": text}, ensure_ascii=False).encode("utf-8") for text in texts]
+        payloads = list(pack_records(lines, "MULTI_RECORD", params.max_payload_mb * MB))
+
+        def transform() -> list[bytes]:
+            answers: list[bytes] = []
+            for records in payloads:
+                sent = time.perf_counter()
+                answers.extend(invoke(records))
+                latencies.append(time.perf_counter() - sent)
+            return answers
+
+        invoke(lines[:WARMUP_RECORDS])
+        answers, timing = timed(transform, repeats, len(texts))
+    outputs = [json.loads(answer) for answer in answers]
+    errors = [output["error"] for output in outputs if "error" in output]
+    if errors:
+        raise SystemExit(f"the server answered {len(errors)} error line(s), the first: {errors[0]}")
+    return {
+        **timing,
+        "quantize": quantize,
+        "requests": len(payloads),
+        "records_per_request_max": max(len(records) for records in payloads),
+        "payload_bytes_max": max(sum(len(line) + 1 for line in records) for records in payloads),
+        "request_seconds_max": max(latencies),
+        "max_payload_mb": params.max_payload_mb,
+        "startup_to_ping_200_s": ready_s,
+        "outputs": outputs,
+    }
+
+
+def bare_throughput(model: Path, texts: Sequence[str], threads: int, repeats: int) -> dict[str, Any]:
+    """The prediction core in this process: no HTTP, no JSON, every record in one call."""
+    from hfsm.inference.predictor import RecordError
+
+    predictor = in_process_predictor(model, threads)
+    records = [{"text": text} for text in texts]
+    predictor.predict(records[:WARMUP_RECORDS])  # the same warm-up as the server's
+    outputs, timing = timed(lambda: predictor.predict(records), repeats, len(texts))
+    failed = [output for output in outputs if isinstance(output, RecordError)]
+    if failed:
+        raise SystemExit(f"Predictor refused {len(failed)} record(s), the first: {failed[0].message}")
+    return {**timing, "batch_size": predictor.options.batch_size, "outputs": outputs}
+
+
+def time_pipeline(
+    pipe: Any, texts: Sequence[str], repeats: int, batch_sizes: Sequence[int], sample: int
+) -> dict[str, Any]:
+    """A ``transformers`` pipeline at its fastest batch size: chosen on an evenly spaced sample of
+    ``sample`` texts (the set's mix of lengths), then the whole set timed with it."""
+    pipe(list(texts[:WARMUP_RECORDS]), batch_size=8)  # warm-up
+    step = max(1, len(texts) // sample)
+    chosen = list(texts[::step][:sample])
+    tried = {}
+    for batch_size in batch_sizes:
+        begin = time.perf_counter()
+        pipe(chosen, batch_size=batch_size)
+        tried[batch_size] = len(chosen) / (time.perf_counter() - begin)
+        print(f"  pipeline batch_size={batch_size:<3d} {tried[batch_size]:8.1f} records/s on the sample")
+    best = max(tried, key=lambda size: tried[size])
+    outputs, timing = timed(lambda: pipe(list(texts), batch_size=best), repeats, len(texts))
+    return {
+        **timing,
+        "batch_size": best,
+        "sample_records": len(chosen),
+        "sample_records_per_s_by_batch_size": {str(size): rate for size, rate in tried.items()},
+        "outputs": outputs,
+    }
+
+
+def measure_sides(
+    model: Path, texts: Sequence[str], threads: int, repeats: int, reference: Callable[[], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Our server (fp32, then int8), our bare predictor, then the reference: one at a time, never
+    two measurements sharing the cores."""
+    with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs:
+        run: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            ("ours_server", lambda: server_throughput(model, texts, threads, repeats, Path(logs))),
+            (
+                "ours_server_int8",
+                lambda: server_throughput(model, texts, threads, repeats, Path(logs), "int8"),
+            ),
+            ("ours_bare_forward", lambda: bare_throughput(model, texts, threads, repeats)),
+            ("pipeline", reference),
+        ]
+        measured = {}
+        for name, step in run:
+            print(f"{name} ...", flush=True)
+            measured[name] = step()
+            print(f"  {measured[name]['records_per_s']:.1f} records/s", flush=True)
+    return measured
+
+
+def machine(threads: int, load_at_start: Sequence[float]) -> dict[str, Any]:
+    import tokenizers
+    import torch
+    import transformers
+
+    cpu_model = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:  # Linux; empty elsewhere
+        cpu_model = next(
+            (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), ""
+        )
+    return {
+        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": cpu_model,
+        "load_average_at_start": list(load_at_start),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "threads": threads,
+        "hfsm_commit": git("rev-parse", "HEAD"),
+        "hfsm_worktree_dirty": bool(git("status", "--porcelain", "--", "src")),
+    }
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    return shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", script, *argv])
+
+
+def write_results(path: Path, results: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")

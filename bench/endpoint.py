@@ -1,0 +1,248 @@
+"""Endpoint behaviour: single-record latency at concurrency 1 and 8, and cold start.
+
+One command (any model folder written by ``train``; the README's figures use the CoNLL-2003 NER
+model and CoNLL dev sentences)::
+
+    python bench/endpoint.py --model runs/conll/model
+
+It measures, one thing at a time on the same machine:
+
+1. **latency**: the real server (``python -m hfsm serve``, production settings, ``--threads``
+   torch threads) answers ``{"text": ...}`` requests of one record each from ``C`` closed-loop
+   clients (keep-alive connections, as SageMaker's front end keeps them) for ``--seconds``, for
+   each ``C`` in ``--concurrency``: records/s, p50/p90/p99 latency. Under concurrency the
+   server's dynamic batching merges the requests of one worker into shared forward passes.
+2. **bare forward**: the same records one at a time through ``Predictor.predict`` in this
+   process: the server's overhead per request is its p50 minus this p50.
+3. **cold start**: ``--starts`` fresh servers: seconds from process start to the first
+   ``/ping`` 200 (model loaded and a warm-up prediction done), and the resident memory of the
+   master and of each worker once ready.
+
+Results go to ``bench/results/endpoint.json`` with the machine and the exact command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    RESULTS,
+    SHARED_DATA,
+    check_model,
+    command_line,
+    in_process_predictor,
+    live_server,
+    machine,
+    percentile,
+    pin_threads,
+    read_rows,
+    write_results,
+)
+
+DEFAULT_DATA = SHARED_DATA / "conll2003" / "dev.csv"
+DEFAULT_OUTPUT = RESULTS / "endpoint.json"
+
+
+def latency_stats(latencies: Sequence[float], records: int, seconds: float) -> dict[str, Any]:
+    return {
+        "requests": records,
+        "seconds": seconds,
+        "records_per_s": records / seconds,
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p90_ms": 1000 * percentile(latencies, 90),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "max_ms": 1000 * max(latencies),
+    }
+
+
+def closed_loop(url: str, texts: Sequence[str], clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` threads, each sending its next record as soon as its last answer came back."""
+    import json
+
+    import requests
+
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    stop_at = time.perf_counter() + seconds
+
+    def client(index: int) -> None:
+        session = requests.Session()
+        position = index
+        while time.perf_counter() < stop_at:
+            body = json.dumps({"text": texts[position % len(texts)]})
+            sent = time.perf_counter()
+            response = session.post(
+                f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}, timeout=60
+            )
+            latencies[index].append(time.perf_counter() - sent)
+            if response.status_code != 200:
+                errors.append(f"{response.status_code} {response.text[:200]}")
+            position += clients
+        session.close()
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    begin = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - begin
+    if errors:
+        raise SystemExit(f"{len(errors)} request(s) failed, the first: {errors[0]}")
+    flat = [value for per_client in latencies for value in per_client]
+    return {"clients": clients, **latency_stats(flat, len(flat), elapsed)}
+
+
+def bench_latency(
+    model: Path, texts: Sequence[str], threads: int, concurrency: Sequence[int], seconds: float, logs: Path
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with live_server(model, logs, threads, name="latency") as (server, _):
+        closed_loop(server.url, texts, max(concurrency), min(3.0, seconds))  # warm-up, not recorded
+        for clients in concurrency:
+            print(f"  concurrency {clients} for {seconds:.0f}s ...", flush=True)
+            results[str(clients)] = closed_loop(server.url, texts, clients, seconds)
+            print(
+                f"  {results[str(clients)]['records_per_s']:.1f} records/s, "
+                f"p50 {results[str(clients)]['p50_ms']:.1f} ms, p99 {results[str(clients)]['p99_ms']:.1f} ms",
+                flush=True,
+            )
+    return results
+
+
+def bench_bare_single(model: Path, texts: Sequence[str], threads: int, seconds: float) -> dict[str, Any]:
+    """One record per ``Predictor.predict`` call, in this process: the floor under the server's latency."""
+    predictor = in_process_predictor(model, threads)
+    latencies = []
+    begin = time.perf_counter()
+    position = 0
+    while time.perf_counter() - begin < seconds:
+        sent = time.perf_counter()
+        predictor.predict([{"text": texts[position % len(texts)]}])
+        latencies.append(time.perf_counter() - sent)
+        position += 1
+    return latency_stats(latencies, len(latencies), time.perf_counter() - begin)
+
+
+def resident_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text(encoding="utf-8").split()
+        found.extend(int(child) for child in text)
+    return found
+
+
+def bench_cold_start(model: Path, threads: int, starts: int, logs: Path) -> dict[str, Any]:
+    runs = []
+    for attempt in range(starts):
+        with live_server(model, logs, threads, name=f"cold-{attempt}") as (server, ready_s):
+            master = server.process.pid
+            workers = children(master)
+            runs.append(
+                {
+                    "to_ping_200_s": ready_s,
+                    "master_rss_mb": resident_mb(master),
+                    "worker_rss_mb": [resident_mb(worker) for worker in workers],
+                    "statuses_seen": server.statuses,
+                }
+            )
+            print(f"  start {attempt + 1}: /ping 200 after {ready_s:.2f}s", flush=True)
+    ready = sorted(run["to_ping_200_s"] for run in runs)
+    return {
+        "starts": starts,
+        "to_ping_200_s_median": ready[len(ready) // 2],
+        "to_ping_200_s_max": ready[-1],
+        "worker_rss_mb_max": max(max(run["worker_rss_mb"], default=0.0) for run in runs),
+        "runs": runs,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a model folder written by train")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="tab-separated file with a text column"
+    )
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)"
+    )
+    parser.add_argument("--concurrency", default="1,8", help="client counts to measure (default 1,8)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per concurrency level")
+    parser.add_argument("--starts", type=int, default=3, help="cold starts to time")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    pin_threads(args.threads)
+    model = check_model(args.model)
+    texts = [row[args.text_column] for row in read_rows(args.data)]
+    concurrency = [int(part) for part in args.concurrency.split(",")]
+    command = command_line(__file__, argv)
+    print(f"{len(texts)} texts from {args.data}, {args.threads} thread(s); {command}")
+    load_at_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs:
+        print("latency ...", flush=True)
+        latency = bench_latency(model, texts, args.threads, concurrency, args.seconds, Path(logs))
+        print("bare forward, one record at a time ...", flush=True)
+        bare = bench_bare_single(model, texts, args.threads, args.seconds)
+        print("cold start ...", flush=True)
+        cold = bench_cold_start(model, args.threads, args.starts, Path(logs))
+
+    single = latency[str(min(concurrency))]
+    busiest = latency[str(max(concurrency))]
+    results = {
+        "command": command,
+        "model": str(model),
+        "data": str(args.data.resolve()),
+        "threads": args.threads,
+        "machine": machine(args.threads, load_at_start),
+        "latency": latency,
+        "bare_forward_single_record": bare,
+        "cold_start": cold,
+        "ratios": {
+            "throughput_busiest_over_single": busiest["records_per_s"] / single["records_per_s"],
+            "busiest_p99_over_p50": busiest["p99_ms"] / busiest["p50_ms"],
+            "server_overhead_ms_p50": single["p50_ms"] - bare["p50_ms"],
+            "server_overhead_pct_p50": 100 * (single["p50_ms"] / bare["p50_ms"] - 1),
+        },
+    }
+    print()
+    print(f"{'':22s}{'records/s':>10s}{'p50 ms':>9s}{'p90 ms':>9s}{'p99 ms':>9s}")
+    rows = [(f"server, {clients} client(s)", stats) for clients, stats in latency.items()]
+    for name, stats in [*rows, ("bare forward", bare)]:
+        print(
+            f"{name:22s}{stats['records_per_s']:10.1f}",
+            *(f"{stats[k]:8.1f}" for k in ("p50_ms", "p90_ms", "p99_ms")),
+        )
+    print()
+    for name, value in results["ratios"].items():
+        print(f"{name:34s} {value:8.2f}")
+    median, worst = cold["to_ping_200_s_median"], cold["to_ping_200_s_max"]
+    print(f"cold start to /ping 200: median {median:.2f}s, max {worst:.2f}s; ", end="")
+    print(f"worker RSS up to {cold['worker_rss_mb_max']:.0f} MB")
+    write_results(args.output, results)
+
+
+if __name__ == "__main__":
+    main()

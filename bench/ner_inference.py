@@ -1,0 +1,301 @@
+"""NER inference throughput: our real server, Batch Transform style, against the Hugging Face pipeline.
+
+One command, one machine, one model folder (written by ``python -m hfsm train``), one torch thread
+count for every side::
+
+    python bench/ner_inference.py --model runs/conll/model
+
+It measures, in this order and never two at once:
+
+1. **ours (server, fp32)**: the real ``python -m hfsm serve`` in a subprocess (``HFSM_TORCH_THREADS``
+   set to ``--threads``, every other setting at its production default). Once ``/ping`` says 200,
+   the texts are sent as ``application/jsonlines`` the way Batch Transform sends them:
+   ``MaxPayloadInMB`` from ``/execution-parameters``, lines packed into ``MULTI_RECORD`` payloads by
+   the harness's own :func:`hfsm.local.transform.pack_records`, one request at a time. One small
+   warm-up request first, then records/s over the whole set (HTTP, JSON and all).
+2. **ours (server, int8)**: the same with ``HFSM_QUANTIZE=int8``, the opt-in fast path.
+3. **bare forward**: ``Predictor.predict(records)`` in this process, on all the records at once: the
+   prediction core without HTTP, to give the server's overhead.
+4. **reference**: ``transformers.pipeline("token-classification", aggregation_strategy="first")``
+   over the same texts; its batch size is the fastest of ``--batch-sizes`` on an evenly spaced
+   sample of ``--sample`` texts, then the whole set is timed with it.
+
+Then it compares the predictions word by word and entity by entity (the pipeline's entities, with
+character offsets, become B-/I- tags of the whitespace words they cover; an entity is a (type, first
+word, last word) triple), and scores every side against the gold labels with seqeval (the metric
+``train`` reports), which gives the F1 cost of int8. It prints a table and writes every number
+(with the CPU time the hypervisor stole during each run), the machine and the exact command to
+``bench/results/ner_inference.json``. See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    RESULTS,
+    SHARED_DATA,
+    check_model,
+    command_line,
+    machine,
+    measure_sides,
+    pin_threads,
+    read_rows,
+    time_pipeline,
+    write_results,
+)
+
+DEFAULT_DATA = SHARED_DATA / "conll2003" / "dev.csv"
+DEFAULT_OUTPUT = RESULTS / "ner_inference.json"
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str
+    gold: list[str]
+
+
+def read_sentences(path: Path, limit: int | None) -> list[Sentence]:
+    """The ``text``/``labels`` columns of a tab-separated training file (one tag per word)."""
+    sentences = []
+    for number, row in enumerate(read_rows(path, limit), start=2):
+        words, labels = row["text"].split(), row["labels"].split()
+        if len(words) != len(labels):
+            raise SystemExit(f"{path}:{number}: {len(words)} words but {len(labels)} labels")
+        sentences.append(Sentence(row["text"], labels))
+    return sentences
+
+
+# --------------------------------------------------------------------------------------------------
+# The three measurements
+
+
+def bench_pipeline(
+    model: Path, texts: Sequence[str], threads: int, repeats: int, batch_sizes: Sequence[int], sample: int
+) -> dict[str, Any]:
+    """The Hugging Face reference at its fastest batch size."""
+    import torch
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(threads)
+    pipe = pipeline("token-classification", model=str(model), aggregation_strategy="first", device="cpu")
+    return time_pipeline(pipe, texts, repeats, batch_sizes, sample)
+
+
+def pipeline_word_tags(text: str, entities: Sequence[dict[str, Any]]) -> tuple[list[str], int]:
+    """B-/I-TYPE for the whitespace words that an entity's [start, end) span covers, O elsewhere.
+
+    Also returns how many of the entities do not start and end on whitespace-word boundaries: the
+    pipeline's "words" are the tokenizer's pre-tokens (``P.`` is two words, ``P`` and ``.``), so an
+    entity can start or stop inside a whitespace word. A word overlapped by several entities takes
+    the tag of the last one.
+    """
+    from hfsm.data.records import word_spans
+
+    spans = word_spans(text)
+    starts, ends = {ws for ws, _ in spans}, {we for _, we in spans}
+    tags = ["O"] * len(spans)
+    off_boundaries = 0
+    for entity in entities:
+        start, end, kind = int(entity["start"]), int(entity["end"]), entity["entity_group"]
+        off_boundaries += start not in starts or end not in ends
+        inside = [i for i, (ws, we) in enumerate(spans) if ws < end and we > start]
+        for position, index in enumerate(inside):
+            tags[index] = f"{'B' if position == 0 else 'I'}-{kind}"
+    return tags, off_boundaries
+
+
+def entity_f1(ours: Sequence[set], theirs: Sequence[set]) -> dict[str, float]:
+    """Micro precision/recall/F1 of ``ours`` taking ``theirs`` as the truth, sentence by sentence."""
+    common = sum(len(a & b) for a, b in zip(ours, theirs, strict=True))
+    n_ours, n_theirs = sum(map(len, ours)), sum(map(len, theirs))
+    precision = common / n_ours if n_ours else 1.0
+    recall = common / n_theirs if n_theirs else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "ours": n_ours, "pipeline": n_theirs}
+
+
+def seqeval_scores(gold: Sequence[list[str]], pred: Sequence[list[str]]) -> dict[str, float]:
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    return {
+        "precision": float(precision_score(gold, pred, zero_division=0)),
+        "recall": float(recall_score(gold, pred, zero_division=0)),
+        "f1": float(f1_score(gold, pred, zero_division=0)),
+    }
+
+
+def word_entities(tags: Sequence[list[str]]) -> list[set[tuple[str, int, int]]]:
+    """(type, first word, last word) of each entity, per sentence, read from word tags as seqeval does."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return [set(get_entities(list(sentence))) for sentence in tags]
+
+
+def agreement(ours: Sequence[list[str]], theirs: Sequence[list[str]]) -> dict[str, Any]:
+    """How far two taggings of the same words agree: per word, per sentence and per entity."""
+    pairs = [(a, b) for x, y in zip(ours, theirs, strict=True) for a, b in zip(x, y, strict=True)]
+    ours_entities, their_entities = word_entities(ours), word_entities(theirs)
+    common = sum(len(a & b) for a, b in zip(ours_entities, their_entities, strict=True))
+    total = sum(len(a | b) for a, b in zip(ours_entities, their_entities, strict=True))
+    return {
+        "word_tag_agreement_pct": 100 * sum(a == b for a, b in pairs) / len(pairs),
+        "sentences_with_identical_tags_pct": 100
+        * sum(a == b for a, b in zip(ours, theirs, strict=True))
+        / len(ours),
+        "identical_entities_pct": 100 * common / total if total else 100.0,
+        "entity_micro_f1": entity_f1(ours_entities, their_entities),
+    }
+
+
+def compare(
+    sentences: Sequence[Sentence],
+    ours: Sequence[dict[str, Any]],
+    int8: Sequence[dict[str, Any]],
+    bare: Sequence[dict[str, Any]],
+    pipe: Sequence[list[dict]],
+) -> dict[str, Any]:
+    """Our answers against the pipeline's, the int8 path's and the gold tags.
+
+    The pipeline's entities (character spans over its own pre-tokens) become tags of the whitespace
+    words they cover, so that both are compared word by word and entity by entity (an entity is a
+    (type, first word, last word) triple, ``identical_entities_pct`` = shared / union).
+    """
+    ours_tags = [output["pred"] for output in ours]
+    converted = [pipeline_word_tags(s.text, entities) for s, entities in zip(sentences, pipe, strict=True)]
+    pipe_tags = [tags for tags, _ in converted]
+    int8_tags = [output["pred"] for output in int8]
+    gold = [s.gold for s in sentences]
+    ours_spans = [{(e["type"], e["start"], e["end"]) for e in output["entities"]} for output in ours]
+    pipe_spans = [{(e["entity_group"], int(e["start"]), int(e["end"])) for e in out} for out in pipe]
+    scores = {
+        "ours_fp32": seqeval_scores(gold, ours_tags),
+        "ours_int8": seqeval_scores(gold, int8_tags),
+        "pipeline": seqeval_scores(gold, pipe_tags),
+    }
+    return {
+        "words": sum(len(tags) for tags in ours_tags),
+        "ours_vs_pipeline": agreement(ours_tags, pipe_tags),
+        "ours_vs_pipeline_character_spans": entity_f1(ours_spans, pipe_spans),
+        "int8_vs_fp32": agreement(int8_tags, ours_tags),
+        "pipeline_entities": sum(map(len, pipe)),
+        "pipeline_entities_off_word_boundaries": sum(off for _, off in converted),
+        "server_equals_bare_forward_tags": ours_tags == [output["pred"] for output in bare],
+        "seqeval_vs_gold": scores,
+        "int8_f1_drop_points": 100 * (scores["ours_fp32"]["f1"] - scores["ours_int8"]["f1"]),
+    }
+
+
+def print_table(results: dict[str, Any]) -> None:
+    sides = results["sides"]
+    compared = results["agreement"]
+    gold = compared["seqeval_vs_gold"]
+    n, threads, repeats = results["records"], results["threads"], results["repeats"]
+    print()
+    print(f"NER inference, {n} records, {threads} torch thread(s), median of {repeats} run(s)")
+    print(f"{'':40s}{'records/s':>10s}{'seconds':>10s}  notes")
+    rows = [
+        ("ours: server fp32 (HTTP, MULTI_RECORD)", "ours_server", "requests"),
+        ("ours: server int8 (HFSM_QUANTIZE=int8)", "ours_server_int8", "requests"),
+        ("ours: bare Predictor.predict fp32", "ours_bare_forward", "batch_size"),
+        ("HF pipeline (aggregation first)", "pipeline", "batch_size"),
+    ]
+    for name, key, note in rows:
+        numbers = sides[key]
+        print(f"{name:40s}{numbers['records_per_s']:10.1f}{numbers['seconds']:10.2f}  {note} {numbers[note]}")
+    print()
+    for name, ratio in results["ratios"].items():
+        print(f"{name:38s} {ratio:8.2f}")
+    print()
+    for label, key in (("ours vs pipeline", "ours_vs_pipeline"), ("int8 vs fp32    ", "int8_vs_fp32")):
+        versus = compared[key]
+        print(
+            f"{label}: word tags {versus['word_tag_agreement_pct']:.2f}% identical, "
+            f"entities {versus['identical_entities_pct']:.2f}% identical (word level)"
+        )
+    for side in ("ours_fp32", "ours_int8", "pipeline"):
+        print(f"seqeval F1 vs gold, {side:10s} {100 * gold[side]['f1']:.2f}")
+    print(f"int8 F1 drop: {compared['int8_f1_drop_points']:.2f} points")
+    print(f"server tags == bare forward tags: {compared['server_equals_bare_forward_tags']}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a token-classification folder from train")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tab-separated text/labels file")
+    parser.add_argument("--limit", type=int, default=None, help="first N sentences only (default all)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="torch threads everywhere (default: cores)"
+    )
+    parser.add_argument(
+        "--batch-sizes", default="1,8,32,64", help="pipeline batch sizes to try (default 1,8,32,64)"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=256, help="texts timed to choose the pipeline batch size"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of the whole set per side; the median counts"
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results file")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    threads, repeats = args.threads, args.repeats
+    pin_threads(threads)
+    model = check_model(args.model)
+    sentences = read_sentences(args.data, args.limit)
+    texts = [s.text for s in sentences]
+    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    command = command_line(__file__, argv)
+    print(f"{len(texts)} sentences from {args.data}, {threads} thread(s); {command}")
+
+    load_at_start = os.getloadavg()
+    measured = measure_sides(
+        model,
+        texts,
+        threads,
+        repeats,
+        lambda: bench_pipeline(model, texts, threads, repeats, batch_sizes, args.sample),
+    )
+
+    server, int8, bare, pipe = (
+        measured[name] for name in ("ours_server", "ours_server_int8", "ours_bare_forward", "pipeline")
+    )
+    outputs = (server["outputs"], int8["outputs"], bare["outputs"], pipe["outputs"])
+    results: dict[str, Any] = {
+        "command": command,
+        "model": str(model),
+        "data": str(args.data.resolve()),
+        "note": f"first {len(texts)} sentences only (--limit)" if args.limit else "the whole file",
+        "records": len(texts),
+        "threads": threads,
+        "repeats": repeats,
+        "words": sum(len(s.gold) for s in sentences),
+        "machine": machine(threads, load_at_start),
+        "agreement": compare(sentences, *outputs),
+        "sides": {name: {k: v for k, v in side.items() if k != "outputs"} for name, side in measured.items()},
+        "ratios": {
+            "server_fp32_over_pipeline": server["records_per_s"] / pipe["records_per_s"],
+            "server_int8_over_pipeline": int8["records_per_s"] / pipe["records_per_s"],
+            "bare_fp32_over_pipeline": bare["records_per_s"] / pipe["records_per_s"],
+            "server_overhead_pct_vs_bare": 100 * (server["seconds"] / bare["seconds"] - 1),
+        },
+    }
+    print_table(results)
+    write_results(args.output, results)
+
+
+if __name__ == "__main__":
+    main()
