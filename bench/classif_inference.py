@@ -14,7 +14,6 @@ labels. Results go to ``bench/results/classif_inference.json``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -32,26 +31,12 @@ from common import (
     measure_sides,
     pin_threads,
     read_rows,
-    time_pipeline,
+    throughput_arguments,
     write_results,
 )
 
 DEFAULT_DATA = SHARED_DATA / "banking77" / "test.csv"
 DEFAULT_OUTPUT = RESULTS / "classif_inference.json"
-
-
-def bench_pipeline(
-    model: Path, texts: Sequence[str], threads: int, repeats: int, batch_sizes: Sequence[int], sample: int
-) -> dict[str, Any]:
-    """The Hugging Face reference at its fastest batch size."""
-    import torch
-    from transformers import pipeline
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    torch.set_num_threads(threads)
-    pipe = pipeline("text-classification", model=str(model), device="cpu")
-    return time_pipeline(pipe, texts, repeats, batch_sizes, sample)
 
 
 def top_labels(outputs: Sequence[Any], key: str) -> list[str]:
@@ -73,41 +58,17 @@ def compare(gold: Sequence[str], sides: dict[str, list[str]]) -> dict[str, Any]:
     }
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="a classif model folder written by train")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tab-separated text/labels file")
-    parser.add_argument("--limit", type=int, default=None, help="first N rows only (default all)")
-    parser.add_argument(
-        "--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)"
-    )
-    parser.add_argument("--batch-sizes", default="1,8,32,64", help="pipeline batch sizes to try")
-    parser.add_argument(
-        "--sample", type=int, default=256, help="texts timed to choose the pipeline batch size"
-    )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side; the median counts")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = throughput_arguments(__doc__.split("\n\n")[0], DEFAULT_DATA, DEFAULT_OUTPUT).parse_args(argv)
     threads, repeats = args.threads, args.repeats
     pin_threads(threads)
     model = check_model(args.model)
     rows = read_rows(args.data, args.limit)
     texts, gold = [row["text"] for row in rows], [row["labels"] for row in rows]
-    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     command = command_line(__file__, argv)
     print(f"{len(texts)} texts from {args.data}, {threads} thread(s); {command}")
     load_at_start = os.getloadavg()
-    measured = measure_sides(
-        model,
-        texts,
-        threads,
-        repeats,
-        lambda: bench_pipeline(model, texts, threads, repeats, batch_sizes, args.sample),
-    )
+    measured = measure_sides(args, model, texts, "text-classification")
 
     labels = {
         name: top_labels(side["outputs"], "pred") for name, side in measured.items() if name != "pipeline"

@@ -7,6 +7,7 @@ figure in the README can be traced back and reproduced.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import datetime as dt
@@ -193,11 +194,25 @@ def bare_throughput(model: Path, texts: Sequence[str], threads: int, repeats: in
     return {**timing, "batch_size": predictor.options.batch_size, "outputs": outputs}
 
 
-def time_pipeline(
-    pipe: Any, texts: Sequence[str], repeats: int, batch_sizes: Sequence[int], sample: int
+def pipeline_throughput(
+    task: str,
+    model: Path,
+    texts: Sequence[str],
+    threads: int,
+    repeats: int,
+    batch_sizes: Sequence[int],
+    sample: int,
+    **pipeline_options: Any,
 ) -> dict[str, Any]:
-    """A ``transformers`` pipeline at its fastest batch size: chosen on an evenly spaced sample of
-    ``sample`` texts (the set's mix of lengths), then the whole set timed with it."""
+    """The Hugging Face reference, ``pipeline(task)``, at its fastest batch size: chosen on an evenly
+    spaced sample of ``sample`` texts (the set's mix of lengths), then the whole set timed with it."""
+    import torch
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(threads)
+    pipe = pipeline(task, model=str(model), device="cpu", **pipeline_options)
     pipe(list(texts[:WARMUP_RECORDS]), batch_size=8)  # warm-up
     step = max(1, len(texts) // sample)
     chosen = list(texts[::step][:sample])
@@ -219,10 +234,18 @@ def time_pipeline(
 
 
 def measure_sides(
-    model: Path, texts: Sequence[str], threads: int, repeats: int, reference: Callable[[], dict[str, Any]]
+    args: argparse.Namespace, model: Path, texts: Sequence[str], task: str, **pipeline_options: Any
 ) -> dict[str, dict[str, Any]]:
-    """Our server (fp32, then int8), our bare predictor, then the reference: one at a time, never
-    two measurements sharing the cores."""
+    """Our server (fp32, then int8), our bare predictor, then ``pipeline(task)``: one at a time,
+    never two measurements sharing the cores. ``args`` come from :func:`throughput_arguments`."""
+    threads, repeats = args.threads, args.repeats
+    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+
+    def reference() -> dict[str, Any]:
+        return pipeline_throughput(
+            task, model, texts, threads, repeats, batch_sizes, args.sample, **pipeline_options
+        )
+
     with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs:
         run: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("ours_server", lambda: server_throughput(model, texts, threads, repeats, Path(logs))),
@@ -239,6 +262,38 @@ def measure_sides(
             measured[name] = step()
             print(f"  {measured[name]['records_per_s']:.1f} records/s", flush=True)
     return measured
+
+
+def throughput_arguments(description: str, data: Path, output: Path) -> argparse.ArgumentParser:
+    """The options every ours-against-the-pipeline throughput script takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", type=Path, required=True, help="a model folder written by train")
+    parser.add_argument("--data", type=Path, default=data, help="tab-separated text/labels file")
+    parser.add_argument("--limit", type=int, default=None, help="first N rows only (default all)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)"
+    )
+    parser.add_argument("--batch-sizes", default="1,8,32,64", help="pipeline batch sizes to try")
+    parser.add_argument(
+        "--sample", type=int, default=256, help="texts timed to choose the pipeline batch size"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side; the median counts")
+    parser.add_argument("--output", type=Path, default=output, help="the JSON results file")
+    return parser
+
+
+def seqeval_scores(gold: Sequence[list[str]], pred: Sequence[list[str]]) -> dict[str, float]:
+    """Entity-level micro scores in seqeval's default mode: the metric ``train`` reports, and the one
+    run_ner's ``evaluate.load("seqeval")`` reports (``zero_division`` only matters when nothing is
+    predicted)."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    gold_l, pred_l = [list(g) for g in gold], [list(p) for p in pred]
+    return {
+        "precision": float(precision_score(gold_l, pred_l, zero_division=0)),
+        "recall": float(recall_score(gold_l, pred_l, zero_division=0)),
+        "f1": float(f1_score(gold_l, pred_l, zero_division=0)),
+    }
 
 
 def machine(threads: int, load_at_start: Sequence[float]) -> dict[str, Any]:

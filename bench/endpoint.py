@@ -24,6 +24,7 @@ Results go to ``bench/results/endpoint.json`` with the machine and the exact com
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -67,8 +68,6 @@ def latency_stats(latencies: Sequence[float], records: int, seconds: float) -> d
 
 def closed_loop(url: str, texts: Sequence[str], clients: int, seconds: float) -> dict[str, Any]:
     """``clients`` threads, each sending its next record as soon as its last answer came back."""
-    import json
-
     import requests
 
     latencies: list[list[float]] = [[] for _ in range(clients)]

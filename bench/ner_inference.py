@@ -30,7 +30,6 @@ word, last word) triple), and scores every side against the gold labels with seq
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -49,7 +48,8 @@ from common import (
     measure_sides,
     pin_threads,
     read_rows,
-    time_pipeline,
+    seqeval_scores,
+    throughput_arguments,
     write_results,
 )
 
@@ -76,20 +76,6 @@ def read_sentences(path: Path, limit: int | None) -> list[Sentence]:
 
 # --------------------------------------------------------------------------------------------------
 # The three measurements
-
-
-def bench_pipeline(
-    model: Path, texts: Sequence[str], threads: int, repeats: int, batch_sizes: Sequence[int], sample: int
-) -> dict[str, Any]:
-    """The Hugging Face reference at its fastest batch size."""
-    import torch
-    from transformers import pipeline
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    torch.set_num_threads(threads)
-    pipe = pipeline("token-classification", model=str(model), aggregation_strategy="first", device="cpu")
-    return time_pipeline(pipe, texts, repeats, batch_sizes, sample)
 
 
 def pipeline_word_tags(text: str, entities: Sequence[dict[str, Any]]) -> tuple[list[str], int]:
@@ -123,16 +109,6 @@ def entity_f1(ours: Sequence[set], theirs: Sequence[set]) -> dict[str, float]:
     recall = common / n_theirs if n_theirs else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "ours": n_ours, "pipeline": n_theirs}
-
-
-def seqeval_scores(gold: Sequence[list[str]], pred: Sequence[list[str]]) -> dict[str, float]:
-    from seqeval.metrics import f1_score, precision_score, recall_score
-
-    return {
-        "precision": float(precision_score(gold, pred, zero_division=0)),
-        "recall": float(recall_score(gold, pred, zero_division=0)),
-        "f1": float(f1_score(gold, pred, zero_division=0)),
-    }
 
 
 def word_entities(tags: Sequence[list[str]]) -> list[set[tuple[str, int, int]]]:
@@ -229,46 +205,18 @@ def print_table(results: dict[str, Any]) -> None:
     print(f"server tags == bare forward tags: {compared['server_equals_bare_forward_tags']}")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="a token-classification folder from train")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tab-separated text/labels file")
-    parser.add_argument("--limit", type=int, default=None, help="first N sentences only (default all)")
-    parser.add_argument(
-        "--threads", type=int, default=os.cpu_count() or 1, help="torch threads everywhere (default: cores)"
-    )
-    parser.add_argument(
-        "--batch-sizes", default="1,8,32,64", help="pipeline batch sizes to try (default 1,8,32,64)"
-    )
-    parser.add_argument(
-        "--sample", type=int, default=256, help="texts timed to choose the pipeline batch size"
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="timed runs of the whole set per side; the median counts"
-    )
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results file")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = throughput_arguments(__doc__.split("\n\n")[0], DEFAULT_DATA, DEFAULT_OUTPUT).parse_args(argv)
     threads, repeats = args.threads, args.repeats
     pin_threads(threads)
     model = check_model(args.model)
     sentences = read_sentences(args.data, args.limit)
     texts = [s.text for s in sentences]
-    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     command = command_line(__file__, argv)
     print(f"{len(texts)} sentences from {args.data}, {threads} thread(s); {command}")
 
     load_at_start = os.getloadavg()
-    measured = measure_sides(
-        model,
-        texts,
-        threads,
-        repeats,
-        lambda: bench_pipeline(model, texts, threads, repeats, batch_sizes, args.sample),
-    )
+    measured = measure_sides(args, model, texts, "token-classification", aggregation_strategy="first")
 
     server, int8, bare, pipe = (
         measured[name] for name in ("ours_server", "ours_server_int8", "ours_bare_forward", "pipeline")

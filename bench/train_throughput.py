@@ -47,7 +47,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, SHARED_DATA, machine
+from common import RESULTS, ROOT, SHARED_DATA, command_line, machine, seqeval_scores
+
+from hfsm.data.records import ordered_labels
+from hfsm.tasks import NER
 
 DEFAULT_DATA = SHARED_DATA / "conll2003"
 DEFAULT_OUTPUT = RESULTS / "train_throughput.json"
@@ -116,16 +119,6 @@ def stage_limited(data: Path, work: Path, splits: dict[str, tuple[list[str], lis
             writer.writerows(rows)
     print(f"first rows of {data} staged in {staged}")
     return staged
-
-
-def ordered_labels(*splits: Sequence[Sentence]) -> list[str]:
-    """Ours' label list (``hfsm.data.records.ordered_labels``): the sorted union of tags, ``O`` first.
-
-    run_ner sorts the train tags alone (``O`` last); using ours' order instead gives both sides the
-    same label ids, hence the same randomly initialised classifier head for a given seed.
-    """
-    names = sorted({tag for split in splits for sentence in split for tag in sentence.tags})
-    return ["O", *[name for name in names if name != "O"]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,21 +268,6 @@ def word_predictions(
             previous = word
         predictions.append(tags)
     return predictions
-
-
-def seqeval_scores(gold: Sequence[list[str]], pred: Sequence[list[str]]) -> dict[str, float]:
-    """Entity-level micro scores in seqeval's default mode, as run_ner's ``evaluate.load("seqeval")``.
-
-    ``zero_division=0`` only matters when nothing is predicted (a ``--limit`` check), as in ours.
-    """
-    from seqeval.metrics import f1_score, precision_score, recall_score
-
-    gold_l, pred_l = [list(g) for g in gold], [list(p) for p in pred]
-    return {
-        "precision": float(precision_score(gold_l, pred_l, zero_division=0)),
-        "recall": float(recall_score(gold_l, pred_l, zero_division=0)),
-        "f1": float(f1_score(gold_l, pred_l, zero_division=0)),
-    }
 
 
 def run_recipe(
@@ -519,8 +497,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = args.data.resolve()
     splits = {name: read_rows(data / f"{name}.csv", args.limit) for name in ("train", "dev")}
     train, dev = (sentences_of(data / f"{name}.csv", rows) for name, (_, rows) in splits.items())
-    labels = ordered_labels(train, dev)
-    command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", __file__, *argv])
+    labels = ordered_labels(
+        NER, (tag for split in (train, dev) for sentence in split for tag in sentence.tags)
+    )
+    command = command_line(__file__, argv)
     print(f"{len(train)} train and {len(dev)} dev sentences from {data}, {threads} thread(s); {command}")
 
     load_at_start = os.getloadavg()

@@ -42,10 +42,6 @@ class _Job(Generic[O]):
         self.done = threading.Event()
 
 
-class BatcherStopped(RuntimeError):
-    """The batcher was closed; requests still waiting are refused rather than left hanging."""
-
-
 class MicroBatcher(Generic[O]):
     """Thread-safe front of ``predict`` that merges the records of concurrent callers.
 
@@ -67,12 +63,9 @@ class MicroBatcher(Generic[O]):
         self._queue: deque[_Job[O]] = deque()
         self._incoming = 0
         self._announced = threading.local()
-        self._closed = False
         self._changed = threading.Condition()
-        self.batches = 0
-        """Calls of ``predict`` made so far (fewer than requests when requests were merged)."""
-        self._thread = threading.Thread(target=self._run, name="hfsm-batcher", daemon=True)
-        self._thread.start()
+        # a daemon: it ends with the worker process, after gunicorn has drained the requests
+        threading.Thread(target=self._run, name="hfsm-batcher", daemon=True).start()
 
     @contextlib.contextmanager
     def incoming(self) -> Iterator[None]:
@@ -104,8 +97,6 @@ class MicroBatcher(Generic[O]):
             return []
         job: _Job[O] = _Job(records)
         with self._changed:
-            if self._closed:
-                raise BatcherStopped("the model server is shutting down")
             self._queue.append(job)
             self._changed.notify_all()
         job.done.wait()
@@ -114,33 +105,17 @@ class MicroBatcher(Generic[O]):
         assert job.outcomes is not None
         return job.outcomes
 
-    def close(self) -> None:
-        """Finish the batch in progress, refuse what is still queued, stop the thread."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-        self._thread.join(timeout=60)
-
     # ----------------------------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            jobs = self._next_batch()
-            if jobs is None:
-                return
-            self._execute(jobs)
+            self._execute(self._next_batch())
 
-    def _next_batch(self) -> list[_Job[O]] | None:
+    def _next_batch(self) -> list[_Job[O]]:
         """Jobs for one forward call: the first queued one, then others while they fit and come."""
         with self._changed:
-            while not self._queue and not self._closed:
+            while not self._queue:
                 self._changed.wait()
-            if self._closed:
-                for job in self._queue:
-                    job.error = BatcherStopped("the model server is shutting down")
-                    job.done.set()
-                self._queue.clear()
-                return None
             jobs = [self._queue.popleft()]
             size = len(jobs[0].records)
             deadline = time.monotonic() + self.max_wait_s
@@ -153,14 +128,13 @@ class MicroBatcher(Generic[O]):
                     size += len(job.records)
                     continue
                 remaining = deadline - time.monotonic()
-                if self._incoming == 0 or remaining <= 0 or self._closed:
+                if self._incoming == 0 or remaining <= 0:
                     break
                 self._changed.wait(remaining)
             return jobs
 
     def _execute(self, jobs: list[_Job[O]]) -> None:
         records = [record for job in jobs for record in job.records]
-        self.batches += 1
         if len(jobs) > 1:
             log.debug("%d requests share one forward pass (%d records)", len(jobs), len(records))
         try:

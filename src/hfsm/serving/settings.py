@@ -154,18 +154,20 @@ def _port(raw: str) -> int:
     return value
 
 
-def _quantize(raw: str) -> str:
-    lowered = raw.lower()
-    if lowered not in ("none", "int8"):
-        raise ValueError("expected none or int8")
-    return lowered
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """A parser of one word from ``choices``, in any case."""
+
+    def parse(raw: str) -> str:
+        lowered = raw.lower()
+        if lowered not in choices:
+            raise ValueError(f"expected {', '.join(choices[:-1])} or {choices[-1]}")
+        return lowered
+
+    return parse
 
 
-def _log_level(raw: str) -> str:
-    lowered = raw.lower()
-    if lowered not in ("debug", "info", "warning", "error", "critical"):
-        raise ValueError("expected debug, info, warning, error or critical")
-    return lowered
+_quantize = _one_of("none", "int8")
+_log_level = _one_of("debug", "info", "warning", "error", "critical")
 
 
 def _bool(raw: str) -> bool:

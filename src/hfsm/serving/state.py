@@ -38,7 +38,7 @@ class ModelState:
     """
 
     def __init__(
-        self, loader: Callable[[], PredictorLike], batch_records: int = 32, batch_wait_s: float = 0.005
+        self, loader: Callable[[], PredictorLike], *, batch_records: int, batch_wait_s: float
     ) -> None:
         self._loader = loader
         self._batch_records = batch_records
