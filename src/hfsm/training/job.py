@@ -27,7 +27,7 @@ from ..sagemaker import SageMakerEnv
 from ..tasks import CLASSIF, LOWER_IS_BETTER, MULTILABEL, NER, REGRESSION, TaskSpec, get_task
 from . import metrics as task_metrics
 from .checkpoints import latest_complete_checkpoint
-from .features import EncodedSplit, encode_split
+from .features import EncodedSplit, LengthSortedSplit, encode_split
 from .model_loading import load_tokenizer_and_model, resolve_model_source
 from .predictions import example_outputs, gold_and_pred
 
@@ -145,7 +145,8 @@ def check_order(split: EncodedSplit, label_ids: Any) -> None:
     """Fail loudly if evaluation outputs do not come back in the dataset's order.
 
     Windows are mapped back to examples by position; transformers 5 applies length grouping to
-    evaluation too (see :class:`OrderedEvalTrainer`), which once scrambled every metric silently.
+    evaluation too (see :class:`JobTrainer`), which once scrambled every metric silently; evaluation
+    now runs longest first (:class:`LengthSortedSplit`) and outputs are restored to dataset order.
     """
     if label_ids is None:
         return
@@ -171,6 +172,8 @@ class TrainingRun:
         self.label2id: dict[str, int] = {}
         self.id2label: dict[int, str] = {}
         self.threshold = 0.5
+        # dev outputs of the latest evaluation, reused when that evaluation's checkpoint is the best
+        self._last_dev_outputs: list[np.ndarray] | None = None
 
     def run(self) -> dict[str, Any]:
         from transformers import set_seed
@@ -213,7 +216,7 @@ class TrainingRun:
         results: dict[str, Any] = {}
         dev_outputs = None
         if "dev" in encoded:
-            dev_outputs = self._outputs(trainer, encoded["dev"])
+            dev_outputs = self._best_dev_outputs(trainer, encoded["dev"])
         if task.name == MULTILABEL and threshold is None:
             threshold = self._tune_threshold(splits.dev, dev_outputs)
         self.threshold = threshold if threshold is not None else 0.5
@@ -235,6 +238,7 @@ class TrainingRun:
         train_metrics["train_examples"] = len(splits.train.examples)
         train_metrics["train_features"] = len(encoded["train"])
         train_metrics["global_step"] = trainer.state.global_step
+        train_metrics["packed_batches"] = trainer.packing is True
         train_metrics["wall_seconds"] = round(time.monotonic() - started, 2)
         results["train"] = train_metrics
         log.info("train_loss=%.6f", train_metrics.get("train_loss", float("nan")))
@@ -276,7 +280,7 @@ class TrainingRun:
 
         from ..data.collate import Collator
         from .callbacks import LogLinesCallback, SigtermCallback
-        from .trainer import OrderedEvalTrainer
+        from .trainer import JobTrainer
 
         args = _training_arguments(self.config, self.task, self.env.checkpoint_dir, "dev" in encoded)
         sigterm = SigtermCallback()
@@ -286,15 +290,15 @@ class TrainingRun:
                 EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping_patience)
             )
         compute = None
+        dev_view = None
         if "dev" in encoded:
             dev_split, dev_examples = encoded["dev"], splits.dev.examples  # type: ignore[union-attr]
+            dev_view = LengthSortedSplit.of(dev_split)
             threshold = self.config.multilabel_threshold or 0.5
 
             def compute(prediction: Any) -> dict[str, float]:
-                check_order(dev_split, prediction.label_ids)
-                logits = prediction.predictions
-                logits = logits[0] if isinstance(logits, tuple) else logits
-                outputs = example_outputs(self.task.name, dev_split, np.asarray(logits))
+                outputs = self._restored_outputs(dev_view, prediction)
+                self._last_dev_outputs = outputs
                 gold, pred = gold_and_pred(
                     self.task.name, dev_examples, outputs, self.id2label, self.label2id
                 )
@@ -305,11 +309,12 @@ class TrainingRun:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
             pad_to_multiple_of=8 if torch.cuda.is_available() else None,
         )
-        trainer = OrderedEvalTrainer(
+        trainer = JobTrainer(
             model=model,
             args=args,
+            pack_sequences=self.config.pack_sequences,
             train_dataset=encoded["train"],
-            eval_dataset=encoded.get("dev"),
+            eval_dataset=dev_view,
             data_collator=collator,
             processing_class=tokenizer,
             compute_metrics=compute,
@@ -319,11 +324,29 @@ class TrainingRun:
         return trainer, sigterm
 
     def _outputs(self, trainer: Any, split: EncodedSplit) -> list[np.ndarray]:
-        prediction = trainer.predict(split)
-        check_order(split, prediction.label_ids)
+        view = LengthSortedSplit.of(split)
+        return self._restored_outputs(view, trainer.predict(view))
+
+    def _restored_outputs(self, view: LengthSortedSplit, prediction: Any) -> list[np.ndarray]:
+        """Per-example outputs of a prediction over ``view``, checked to be back in dataset order."""
         logits = prediction.predictions
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        return example_outputs(self.task.name, split, np.asarray(logits))
+        logits = view.restore(np.asarray(logits[0] if isinstance(logits, tuple) else logits))
+        label_ids = prediction.label_ids
+        check_order(view.split, None if label_ids is None else view.restore(np.asarray(label_ids)))
+        return example_outputs(self.task.name, view.split, logits)
+
+    def _best_dev_outputs(self, trainer: Any, split: EncodedSplit) -> list[np.ndarray]:
+        """Dev outputs of the restored best checkpoint: those of its evaluation when that was the latest.
+
+        The best checkpoint is reloaded at the end of training; when it is the one evaluated last, its
+        dev outputs are already at hand, and predicting dev again would only cost time.
+        """
+        evaluated = [entry["step"] for entry in trainer.state.log_history if "eval_runtime" in entry]
+        latest = evaluated[-1] if evaluated else None
+        if self._last_dev_outputs is not None and latest == trainer.state.best_global_step:
+            log.info("dev outputs of the best checkpoint (step %d) taken from its evaluation", latest)
+            return self._last_dev_outputs
+        return self._outputs(trainer, split)
 
     def _tune_threshold(self, dev: Dataset | None, outputs: list[np.ndarray] | None) -> float:
         if dev is None or outputs is None:
