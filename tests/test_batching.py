@@ -127,3 +127,45 @@ def test_bad_settings_are_refused() -> None:
         MicroBatcher(Recorder(), max_records=0, max_wait_s=0.0)
     with pytest.raises(ValueError):
         MicroBatcher(Recorder(), max_records=1, max_wait_s=-1.0)
+
+
+def test_after_concurrent_traffic_a_short_batch_waits_for_the_requests_coming_back() -> None:
+    """Closed-loop clients: once two requests were in the server at once, a batch of one waits for
+    the next request even before it is being read (it is on its way back from its client), and
+    only until it comes: with two requests the batch is as full as traffic has been."""
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, max_records=8, max_wait_s=1.0)
+    together = threading.Barrier(2)
+
+    def client(n: int) -> list[Any]:
+        with batcher.incoming():
+            together.wait(5)
+            return batcher.predict([n])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert list(pool.map(client, range(2))) == [[0], [10]]
+
+    def late_client() -> list[Any]:
+        time.sleep(0.1)  # not yet read when the first request's batch is formed
+        with batcher.incoming():
+            return batcher.predict([5])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        late = pool.submit(late_client)
+        started = time.monotonic()
+        with batcher.incoming():
+            assert batcher.predict([4]) == [40]
+        assert late.result() == [50]
+    assert recorder.calls[-1] == [4, 5], "one call for both"
+    assert time.monotonic() - started < 0.8, "it waited for the request, not the whole maximum"
+
+
+def test_one_request_at_a_time_is_never_delayed() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, max_records=8, max_wait_s=1.0)
+    started = time.monotonic()
+    for n in range(5):
+        with batcher.incoming():
+            assert batcher.predict([n]) == [n * 10]
+    assert time.monotonic() - started < 0.5
+    assert recorder.calls == [[n] for n in range(5)]

@@ -12,14 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import quick_hyperparameters
-from hfsm.training.features import EncodedSplit, LengthSortedSplit
-from hfsm.training.packing import (
+from hfsm.data.packing import (
     can_pack,
     check_packing,
     pack_batch,
     pack_rows,
     position_offset_candidates,
 )
+from hfsm.training.features import EncodedSplit, LengthSortedSplit
 from sagemaker_tree import DATA_DIR, make_tree, run_train
 
 NEG = torch.finfo(torch.float32).min

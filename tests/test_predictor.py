@@ -207,6 +207,45 @@ def test_warmup_runs_a_real_prediction_for_every_task(predictors: dict[str, Pred
     assert predictors["ner_bbox"].bundle.use_bbox
 
 
+def test_packed_forward_passes_answer_like_padded_ones(trained: dict[str, TrainResult]) -> None:
+    """Warm-up turns packing on for a BERT NER model; merged records of mixed lengths, long texts cut
+    into windows included, get the tags and probabilities of padded forward passes."""
+    model_dir = trained["ner"].model_dir
+    packed = Predictor.load(model_dir, PredictOptions(torch_threads=1, batch_size=8, max_words=3000))
+    padded = Predictor.load(
+        model_dir, PredictOptions(torch_threads=1, batch_size=8, max_words=3000, pack_sequences=False)
+    )
+    packed.warmup()
+    padded.warmup()
+    assert (packed.position_offset, padded.position_offset) == (0, None)
+    texts = [
+        "Hello from New York",
+        "x",
+        long_text(300),
+        "said @paulwalk in Paris on Monday , 2024",
+        "",
+        "café",
+    ]
+    records = [{"text": text} for text in texts * 3]
+    for got, expected in zip(packed.predict(records), padded.predict(records), strict=True):
+        assert got["pred"] == expected["pred"]
+        assert got["proba"] == pytest.approx(expected["proba"], abs=1e-5)
+        assert got["entities"] == [
+            {**entity, "score": pytest.approx(entity["score"], abs=1e-5)} for entity in expected["entities"]
+        ]
+
+
+def test_models_that_cannot_be_packed_stay_padded(trained: dict[str, TrainResult]) -> None:
+    """LayoutLM builds its attention mask from a 2-D one: auto keeps it padded, true refuses it."""
+    model_dir = trained["ner_bbox"].model_dir
+    auto = Predictor.load(model_dir, PredictOptions(torch_threads=1))
+    auto.warmup()
+    assert auto.position_offset is None
+    required = Predictor.load(model_dir, PredictOptions(torch_threads=1, pack_sequences=True))
+    with pytest.raises(UserError, match="HFSM_PACK_SEQUENCES=true, but LayoutLMForTokenClassification"):
+        required.warmup()
+
+
 def test_int8_quantization_answers_like_the_fp32_model(trained: dict[str, TrainResult]) -> None:
     import torch
 

@@ -129,6 +129,9 @@ def test_settings_defaults_follow_the_sagemaker_contract() -> None:
     assert (settings.threads, settings.batch_wait_ms, settings.predict.quantize) == (16, 5.0, "none")
     tuned = ServingSettings.from_environ({"HFSM_BATCH_WAIT_MS": "0", "HFSM_QUANTIZE": "INT8"})
     assert (tuned.batch_wait_ms, tuned.predict.quantize) == (0.0, "int8")
+    assert settings.predict.pack_sequences is None  # auto: decided at warm-up
+    for raw, expected in (("auto", None), ("false", False), ("TRUE", True), ("0", False)):
+        assert ServingSettings.from_environ({"HFSM_PACK_SEQUENCES": raw}).predict.pack_sequences is expected
     assert ServingSettings.from_environ({"SAGEMAKER_BASE_DIR": "/base"}).model_dir == Path("/base/model")
     overridden = ServingSettings.from_environ({"SAGEMAKER_BASE_DIR": "/base", "HFSM_MODEL_DIR": "/models/x"})
     assert overridden.model_dir == Path("/models/x")
@@ -157,6 +160,7 @@ def test_settings_divide_cores_between_cpu_workers_and_give_each_gpu_a_worker() 
         ("HFSM_BATCH_WAIT_MS", "soon"),
         ("HFSM_BATCH_WAIT_MS", "5000"),
         ("HFSM_QUANTIZE", "int4"),
+        ("HFSM_PACK_SEQUENCES", "sometimes"),
     ],
 )
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:

@@ -8,8 +8,13 @@ its own outcomes back.
 
 The wait is adaptive: the batcher knows how many requests have entered the server and not yet
 reached it (:meth:`MicroBatcher.incoming`, around decoding), and it waits for them, at most
-``max_wait_s``, only while there are some. A lone request is predicted at once, so batching
-costs nothing at concurrency 1; under load, batches fill up to ``max_records``.
+``max_wait_s``, only while there are some. It also remembers how many requests were in the server
+at once during the last second or two: a batch with fewer requests than that waits, at most
+``max_wait_s``, for the others, which are on their way back from clients that just got their
+answers. Without this, eight closed-loop clients settle into two alternating batches of four
+(measured on CoNLL sentences: batches of four predict 194 records/s, of eight 243). A lone request
+is predicted at once, so batching costs nothing at concurrency 1; under load, batches fill up to
+``max_records``.
 
 Nothing here knows about HTTP or models: ``predict`` is any function from records to one outcome
 per record, in order (the :class:`~hfsm.inference.predictor.Predictor`'s ``predict``).
@@ -62,6 +67,11 @@ class MicroBatcher(Generic[O]):
         self.max_wait_s = max_wait_s
         self._queue: deque[_Job[O]] = deque()
         self._incoming = 0
+        self._in_flight = 0
+        # most requests in flight at once during this second and the one before (see _concurrency)
+        self._second = 0
+        self._peak = 0
+        self._previous_peak = 0
         self._announced = threading.local()
         self._changed = threading.Condition()
         # a daemon: it ends with the worker process, after gunicorn has drained the requests
@@ -76,11 +86,29 @@ class MicroBatcher(Generic[O]):
         """
         with self._changed:
             self._incoming += 1
+            self._in_flight += 1
+            self._concurrency()  # rolls the one-second buckets over
+            self._peak = max(self._peak, self._in_flight)
         self._announced.pending = True
         try:
             yield
         finally:
             self._arrived()
+            with self._changed:
+                self._in_flight -= 1
+
+    def _concurrency(self) -> int:
+        """Most requests in flight at once during the current and the previous whole second.
+
+        Called with the lock held. Two one-second buckets make a window of one to two seconds: long
+        enough to span many batches, short enough that a batch stops waiting soon after a burst.
+        """
+        second = int(time.monotonic())
+        if second != self._second:
+            self._previous_peak = self._peak if second == self._second + 1 else 0
+            self._peak = self._in_flight
+            self._second = second
+        return max(self._peak, self._previous_peak)
 
     def _arrived(self) -> None:
         """The calling thread's request is no longer on its way (queued, or given up)."""
@@ -128,7 +156,8 @@ class MicroBatcher(Generic[O]):
                     size += len(job.records)
                     continue
                 remaining = deadline - time.monotonic()
-                if self._incoming == 0 or remaining <= 0:
+                expected = self._incoming > 0 or len(jobs) < self._concurrency()
+                if not expected or remaining <= 0:
                     break
                 self._changed.wait(remaining)
             return jobs

@@ -40,6 +40,17 @@ from .postprocess import (
 
 log = logging.getLogger("hfsm.predict")
 
+PACKING_PROBE = (
+    "The European Commission said on Thursday it disagreed with German advice",
+    "Peter Blackburn",
+    "BRUSSELS 1996-08-22 was quiet",
+    "Germany",
+)
+"""Texts of different lengths whose windows pack two to a row: the batch that tests packing."""
+PACKING_TOLERANCE = {"none": 1e-3, "int8": 5e-2}
+"""Largest packed-vs-padded logit difference relative to the largest logit. int8 dynamic quantization
+scales activations per batch, so its outputs already depend on which rows share a batch."""
+
 RECORD_CHUNK = 512
 """Records preprocessed and predicted together: bounds the memory that features and logits take,
 whatever the number of records in a request (a Batch Transform mini-batch can hold many thousands)."""
@@ -75,6 +86,9 @@ class PredictOptions:
     quantize: str = "none"
     """``int8``: dynamic int8 quantization of the Linear layers (CPU only): 1.3-1.8x the
     throughput for about 0.1 F1 point (bench/results); ``none``: the weights as trained."""
+    pack_sequences: bool | None = None
+    """NER: pack the windows of a forward pass into fewer rows when they differ in length. None:
+    when :meth:`Predictor.warmup` finds the model computes them like padded ones; True: required."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,8 @@ class Predictor:
         )
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.collator = Collator(pad_id, pad_to_multiple_of=8 if device.startswith("cuda") else None)
+        self.position_offset: int | None = None
+        """First position id of packed windows; None: forward passes are padded (see :meth:`warmup`)."""
         self._lock = threading.Lock()
 
     @classmethod
@@ -155,7 +171,8 @@ class Predictor:
         return cls(model, tokenizer, bundle, options, device)
 
     def warmup(self) -> None:
-        """Run one real prediction so that the first request pays no lazy initialisation."""
+        """Run one real prediction so that the first request pays no lazy initialisation; then decide
+        whether NER forward passes are packed."""
         words = ["Warm", "up"]
         record: dict[str, Any] = {"text": " ".join(words)}
         if self.bundle.use_bbox:
@@ -163,6 +180,54 @@ class Predictor:
         outcome = self.predict([record])[0]
         if isinstance(outcome, RecordError):
             raise RuntimeError(f"warm-up prediction failed: {outcome.message}")
+        if self.task.token_level and self.options.pack_sequences is not False:
+            self._decide_packing()
+
+    def _decide_packing(self) -> None:
+        """Pack the windows of a forward pass if this model computes them like padded ones.
+
+        Requests merged by dynamic batching hold texts of any lengths; padded, their forward pass
+        computes mostly padding. Whether packing is exact depends on the model's code, so it is
+        tested on :data:`PACKING_PROBE` (see :func:`hfsm.data.packing.check_packing`).
+        """
+        import torch
+
+        from ..data.packing import check_packing, position_offset_candidates
+
+        assert self.word_tokenizer is not None
+        examples = [NerExample(words=text.split(), boxes=None, text=text) for text in PACKING_PROBE]
+        if self.bundle.use_bbox:
+            examples = [
+                NerExample(words=e.words, boxes=[(0, 0, 10, 10)] * len(e.words), text=e.text)
+                for e in examples
+            ]
+        split = encode_ner(
+            examples,
+            self.word_tokenizer,
+            {},
+            stride=self.bundle.stride,
+            label_all_tokens=False,
+            use_bbox=self.bundle.use_bbox,
+        )
+        batch = {key: tensor.to(self.device) for key, tensor in self.collator(split.features).items()}
+        with torch.inference_mode():
+            check = check_packing(
+                self.model,
+                batch,
+                PACKING_TOLERANCE[self.options.quantize],
+                position_offset_candidates(self.model.config),
+            )
+        name = type(self.model).__name__
+        if check.position_offset is not None:
+            self.position_offset = check.position_offset
+            log.info("forward passes are packed: %s computes packed windows like padded ones", name)
+        elif self.options.pack_sequences:
+            raise UserError(
+                f"HFSM_PACK_SEQUENCES=true, but {name} does not compute packed windows like padded ones "
+                f"({check.reason or 'nothing to compare'}); set it to auto or false"
+            )
+        else:
+            log.info("forward passes are padded: %s cannot be packed (%s)", name, check.reason)
 
     def predict(self, records: Sequence[Any]) -> list[Outcome]:
         """One prediction or one :class:`RecordError` per record, in order."""
@@ -257,6 +322,8 @@ class Predictor:
         """
         import torch
 
+        from ..data.packing import float_dtype, pack_batch, pack_rows
+
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]), reverse=True)
         outputs: list[np.ndarray | None] = [None] * len(features)
         batch_size = max(1, self.options.batch_size)
@@ -265,10 +332,16 @@ class Predictor:
                 chosen = order[start : start + batch_size]
                 batch = self.collator([features[i] for i in chosen])
                 batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
+                lengths = [len(features[i]["input_ids"]) for i in chosen]
+                if self.position_offset is not None and len(pack_rows(lengths, lengths[0])) < len(chosen):
+                    packed = pack_batch(batch, float_dtype(self.model), self.position_offset)
+                    logits = self.model(**packed.inputs).logits.float().cpu().numpy()
+                    for place, index in zip(packed.placements, chosen, strict=True):
+                        outputs[index] = logits[place.row, place.offset : place.offset + place.length]
+                    continue
                 logits = self.model(**batch).logits.float().cpu().numpy()
                 for row, index in enumerate(chosen):
-                    length = len(features[index]["input_ids"])
-                    outputs[index] = logits[row, :length] if self.task.token_level else logits[row]
+                    outputs[index] = logits[row, : lengths[row]] if self.task.token_level else logits[row]
         return outputs  # type: ignore[return-value]
 
 

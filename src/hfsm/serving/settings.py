@@ -80,6 +80,7 @@ class ServingSettings:
                 device=env.get("HFSM_DEVICE") or None,
                 torch_threads=torch_threads,
                 quantize=_read(env, "HFSM_QUANTIZE", "none", _quantize),
+                pack_sequences=_read(env, "HFSM_PACK_SEQUENCES", None, _auto_bool),
             ),
         )
 
@@ -168,6 +169,16 @@ def _one_of(*choices: str) -> Callable[[str], str]:
 
 _quantize = _one_of("none", "int8")
 _log_level = _one_of("debug", "info", "warning", "error", "critical")
+
+
+def _auto_bool(raw: str) -> bool | None:
+    """``auto`` (None: decided when the model is loaded) or a boolean."""
+    if raw.lower() == "auto":
+        return None
+    try:
+        return _bool(raw)
+    except ValueError:
+        raise ValueError("expected auto, true or false") from None
 
 
 def _bool(raw: str) -> bool:

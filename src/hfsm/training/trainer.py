@@ -8,7 +8,7 @@ For training, ``group_by_length`` uses :class:`ShuffledLengthGroupedSampler` ins
 Trainer's own ``LengthGroupedSampler``: the same padding savings, without the latter's pattern of
 batches running from the longest to the shortest inside every group of 50 batches.
 
-Token-classification batches are packed (:mod:`hfsm.training.packing`) once the first batch has
+Token-classification batches are packed (:mod:`hfsm.data.packing`) once the first batch has
 shown that the model computes packed windows like padded ones.
 """
 
@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import Trainer
 
+from ..data.packing import can_pack, check_packing, float_dtype, pack_batch, position_offset_candidates
 from ..errors import UserError
-from .packing import can_pack, check_packing, float_dtype, pack_batch, position_offset_candidates
 
 log = logging.getLogger("hfsm.train")
 

@@ -1,4 +1,4 @@
-"""Padding-free training batches for token classification: the same batch, packed into fewer rows.
+"""Padding-free token-classification batches: the same batch, packed into fewer rows.
 
 A random batch of 16 CoNLL-2003 sentences is padded to its longest member, so more than half of
 the tokens the model computes are padding (20 real sub-tokens on average against a longest of about
@@ -7,7 +7,8 @@ positions (restarting at 0) and a block-diagonal attention mask (a token sees on
 and keeps each token's label in place. Every window is then computed exactly as it would be alone,
 the loss is the mean over the same labelled tokens, and the optimiser sees the same batch: the
 gradient is the padded batch's gradient (up to float rounding and which dropout masks are drawn),
-for about half the compute on CPU.
+for about half the compute on CPU. Serving packs the same way: requests merged by dynamic batching
+hold sentences of any lengths, and a packed forward pass gives them the padded pass's logits.
 
 Which models compute a packed row like separate windows is a property of their code (absolute
 positions taken from ``position_ids``, a 4-D additive attention mask honoured as given), so it is
