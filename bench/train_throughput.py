@@ -24,7 +24,7 @@ It trains, in this order and never two at once, one epoch on CoNLL-2003 (``../sh
 Both rates are training sentences x epochs / ``train_runtime`` (the Trainer's own clock around its
 training loop; tokenisation and model loading are outside it on both sides). It prints a table and the
 ratios, and writes every number, the machine and the exact command to
-``bench/results/train_throughput.json``. One full run takes about 20 minutes on 2 cores; ``--limit``
+``bench/results/train_throughput.json``. One full run takes about 9 minutes on 2 cores; ``--limit``
 makes a quick check.
 """
 
