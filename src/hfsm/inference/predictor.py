@@ -26,7 +26,7 @@ from ..data.records import Box, NerExample, parse_boxes, split_words, word_spans
 from ..data.windows import WordTokenizer
 from ..errors import UserError
 from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION, get_task
-from ..training.features import encode_ner
+from ..training.features import EncodedSplit, encode_ner
 from ..training.model_loading import PREFIX_SPACE_MODEL_TYPES
 from .postprocess import (
     classif_prediction,
@@ -194,22 +194,14 @@ class Predictor:
 
         from ..data.packing import check_packing, position_offset_candidates
 
-        assert self.word_tokenizer is not None
         examples = [NerExample(words=text.split(), boxes=None, text=text) for text in PACKING_PROBE]
         if self.bundle.use_bbox:
             examples = [
                 NerExample(words=e.words, boxes=[(0, 0, 10, 10)] * len(e.words), text=e.text)
                 for e in examples
             ]
-        split = encode_ner(
-            examples,
-            self.word_tokenizer,
-            {},
-            stride=self.bundle.stride,
-            label_all_tokens=False,
-            use_bbox=self.bundle.use_bbox,
-        )
-        batch = {key: tensor.to(self.device) for key, tensor in self.collator(split.features).items()}
+        features = self._ner_windows(examples).features
+        batch = {key: tensor.to(self.device) for key, tensor in self.collator(features).items()}
         with torch.inference_mode():
             check = check_packing(
                 self.model,
@@ -289,16 +281,8 @@ class Predictor:
 
     def _predict_ner(self, inputs: list[_Input]) -> list[dict[str, Any]]:
         """Windows of all records in one pass: every word gets exactly one tag, whatever its text's length."""
-        assert self.word_tokenizer is not None
         examples = [NerExample(words=item.words, boxes=item.boxes, text=item.text) for item in inputs]
-        split = encode_ner(
-            examples,
-            self.word_tokenizer,
-            {},
-            stride=self.bundle.stride,
-            label_all_tokens=False,
-            use_bbox=self.bundle.use_bbox,
-        )
+        split = self._ner_windows(examples)
         logits = self._forward(split.features)
         rows: list[list[tuple[list[int], np.ndarray]]] = [[] for _ in inputs]
         for feature, owner, feature_logits in zip(
@@ -313,6 +297,18 @@ class Predictor:
                 ner_prediction(word_probs, self.id2label, item.text, word_spans(item.text), item.boxes)
             )
         return results
+
+    def _ner_windows(self, examples: list[NerExample]) -> EncodedSplit:
+        """The windows training would cut from these texts, and which text and words each one holds."""
+        assert self.word_tokenizer is not None
+        return encode_ner(
+            examples,
+            self.word_tokenizer,
+            {},
+            stride=self.bundle.stride,
+            label_all_tokens=False,
+            use_bbox=self.bundle.use_bbox,
+        )
 
     def _forward(self, features: list[dict[str, Any]]) -> list[np.ndarray]:
         """Logits per feature (per position for token tasks), in the features' order.
