@@ -37,6 +37,34 @@ def ping(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc): a gunicorn master's workers."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it exited while we looked
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process (VmRSS in /proc/PID/status), 0 once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def ok_json(response: requests.Response) -> Any:
     """The JSON body of a 200 answer (failing with the body otherwise)."""
     assert response.status_code == 200, response.text
@@ -119,6 +147,14 @@ class LiveServer:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers' process ids, read from /proc."""
+        return child_pids(self.process.pid)
+
+    def rss(self) -> int:
+        """Resident memory of the master and its workers together, in bytes."""
+        return rss_bytes(self.process.pid) + sum(rss_bytes(pid) for pid in self.worker_pids())
 
     def logs(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")

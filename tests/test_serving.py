@@ -303,7 +303,8 @@ def test_ping_answers_while_a_prediction_runs(servers: dict[str, LiveServer]) ->
 
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_zero(servers: dict[str, LiveServer]) -> None:
     server = servers["lifecycle"]  # batch size 1: a request of many records takes a few seconds
-    body = json.dumps({"data": ["a fairly long sentence to regress " * 20] * 600})
+    # about 3 s of predictions on an idle 2-core machine (600 records once took 0.45 s: too short)
+    body = json.dumps({"data": ["a fairly long sentence to regress " * 20] * 4000})
     result: dict[str, Any] = {}
 
     def post() -> None:
@@ -318,7 +319,7 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_zero(servers: dict[
     worker.join(60)
     assert code == 0, server.logs()[-3000:]
     assert result["response"].status_code == 200
-    assert len(result["response"].json()["predictions"]) == 600
+    assert len(result["response"].json()["predictions"]) == 4000
     assert result["finished"] > signalled, "the request was not in flight when SIGTERM came; make it longer"
     assert "Shutting down" in server.logs()
     with pytest.raises(requests.ConnectionError):

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..errors import RequestError
 from .predictor import Outcome, RecordError, json_type
@@ -23,6 +27,19 @@ JSON = "application/json"
 JSONLINES = "application/jsonlines"
 JSONLINES_TYPES = frozenset({JSONLINES, "application/x-jsonlines", "application/jsonl"})
 SUPPORTED = f"{JSON}, {', '.join(sorted(JSONLINES_TYPES))}"
+DEFAULT_MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects read (HFSM_MAX_JSON_DEPTH); the deepest request form,
+``{"data": [{"bbox": [[...]]}]}``, is 4."""
+MAX_JSON_DEPTH_LIMIT = 500
+"""Highest HFSM_MAX_JSON_DEPTH allowed: Python's json parser recurses once per level and raises
+RecursionError (a 500) near the interpreter's recursion limit of 1000 frames."""
+
+_INT_DIGITS = getattr(sys, "get_int_max_str_digits", lambda: 4300)  # Python >= 3.10.7
+
+# json_depth's three linear passes (no pattern here can backtrack more than once over the text)
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_STRING = re.compile(r'"[^"]*(?:"|$)')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 @dataclass(frozen=True)
@@ -91,11 +108,24 @@ def request_media_type(content_type: str | None) -> tuple[str, str]:
     if media_type != JSON and media_type not in JSONLINES_TYPES:
         raise RequestError(f"unsupported Content-Type {content_type!r}; send one of: {SUPPORTED}", 415)
     charset = params.get("charset", "utf-8")
-    try:
-        codecs.lookup(charset)
-    except LookupError:
-        raise RequestError(f"unsupported charset {charset!r} in Content-Type; send utf-8", 415) from None
+    if not _is_text_encoding(charset):
+        raise RequestError(f"unsupported charset {charset!r} in Content-Type; send utf-8", 415)
     return media_type, charset
+
+
+def _is_text_encoding(charset: str) -> bool:
+    """Whether ``bytes.decode(charset)`` can work: a known codec that decodes bytes to text.
+
+    ``codecs.lookup`` also finds bytes-to-bytes codecs (``base64``, ``rot13``, ``zlib``...), which
+    ``bytes.decode`` refuses with a LookupError, and raises ValueError on a NUL in the name; both
+    are the client's charset, not a fault of the server.
+    """
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):
+        return False
+    # the flag bytes.decode itself checks; private, hence the default for codecs registered without it
+    return bool(getattr(info, "_is_text_encoding", True))
 
 
 def response_media_type(accept: str | None, request_type: str) -> str:
@@ -119,19 +149,22 @@ def response_media_type(accept: str | None, request_type: str) -> str:
     raise RequestError(f"cannot answer with Accept {accept!r}; accept one of: {SUPPORTED}", 406)
 
 
-def decode_request(body: bytes, media_type: str, charset: str = "utf-8") -> DecodedRequest:
+def decode_request(
+    body: bytes, media_type: str, charset: str = "utf-8", max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> DecodedRequest:
+    """The request's items; ``max_depth`` bounds the JSON nesting (of each line in JSON Lines)."""
     if not body.strip():
         raise RequestError('the request body is empty; send records such as {"data": [{"text": "..."}]}')
     if media_type in JSONLINES_TYPES:
-        return DecodedRequest(media_type, decode_jsonlines(body, charset))
-    return DecodedRequest(media_type, decode_json(body, charset))
+        return DecodedRequest(media_type, decode_jsonlines(body, charset, max_depth))
+    return DecodedRequest(media_type, decode_json(body, charset, max_depth))
 
 
-def decode_json(body: bytes, charset: str = "utf-8") -> list[Item]:
+def decode_json(body: bytes, charset: str = "utf-8", max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> list[Item]:
     """``{"data": [...]}``, ``{"inputs": ...}`` (the Hugging Face toolkit's form), one record, or a list."""
     text = _decode_text(body, charset, "the request body")
     try:
-        value = json.loads(text)
+        value = _parse_json(text, max_depth)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":
             raise RequestError(
@@ -153,33 +186,93 @@ def decode_json(body: bytes, charset: str = "utf-8") -> list[Item]:
     )
 
 
-def decode_jsonlines(body: bytes, charset: str = "utf-8") -> list[Item]:
+def decode_jsonlines(
+    body: bytes, charset: str = "utf-8", max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> list[Item]:
     """One item per line; the newline ending the last line does not start another one.
 
     Blank lines are records too (answered with an error) so that output line N stays the answer
-    to input line N.
+    to input line N. Lines are cut on the newline byte, so that one undecodable line fails only
+    itself, except in charsets where a newline is not that byte (UTF-16, UTF-32, EBCDIC): there a
+    0x0A byte can be half of another character, so the body is decoded whole (all or nothing) first.
     """
-    lines = body.split(b"\n")
-    if lines and lines[-1] == b"":
+    lines: list[bytes] | list[str]
+    if _newline_is_byte(charset):
+        lines = body.split(b"\n")
+    else:
+        lines = _decode_text(body, charset, "the request body").split("\n")
+    if lines and not lines[-1]:
         lines.pop()
-    return [_line_item(number, raw, charset) for number, raw in enumerate(lines, start=1)]
+    return [_line_item(number, raw, charset, max_depth) for number, raw in enumerate(lines, start=1)]
 
 
-def _line_item(number: int, raw: bytes, charset: str) -> Item:
+def _newline_is_byte(charset: str) -> bool:
+    try:
+        return "\n".encode(charset) == b"\n"
+    except (UnicodeError, LookupError):
+        return False
+
+
+def _line_item(number: int, raw: bytes | str, charset: str, max_depth: int) -> Item:
     name = f"line {number}"
     try:
-        text = _decode_text(raw.rstrip(b"\r"), charset, "the line")
-    except RequestError as exc:
-        return Item(name, error=RecordError(str(exc)))
-    if not text.strip():
-        return Item(
-            name, error=RecordError('the line is empty; expected a JSON object such as {"text": "..."}')
-        )
-    try:
-        value = json.loads(text)
+        text = raw if isinstance(raw, str) else _decode_text(raw, charset, "the line")
+        text = text.rstrip("\r")
+        if not text.strip():
+            return Item(
+                name, error=RecordError('the line is empty; expected a JSON object such as {"text": "..."}')
+            )
+        value = _parse_json(text, max_depth)
     except json.JSONDecodeError as exc:
         return Item(name, error=RecordError(f"invalid JSON: {exc}"))
+    except RequestError as exc:
+        return Item(name, error=RecordError(str(exc), exc.status))
     return _item(name, value)
+
+
+def _parse_json(text: str, max_depth: int) -> Any:
+    """``json.loads``, after refusing (400) what would make it fail as if the server were at fault.
+
+    Python's parser recurses once per nesting level, so a body of 100,000 ``[`` raised RecursionError
+    (a 500) before this check; and it raises a plain ValueError, not a JSONDecodeError, for an
+    integer longer than ``sys.get_int_max_str_digits()``. JSONDecodeError is left to the callers,
+    which word it for a body or a line.
+    """
+    depth = json_depth(text, max_depth)
+    if depth > max_depth:
+        raise RequestError(
+            f"the JSON nests arrays and objects {depth} deep, more than this server's limit of "
+            f"{max_depth} (HFSM_MAX_JSON_DEPTH)"
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # the only other ValueError json.loads raises on a str: too many digits
+        raise RequestError(
+            f"invalid JSON: an integer has more than {_INT_DIGITS()} digits, more than this server "
+            "reads; send it as a string"
+        ) from None
+
+
+def json_depth(text: str, stop_above: int = 0) -> int:
+    """The deepest nesting of arrays and objects in a JSON text, found without recursing.
+
+    Brackets inside strings do not count: escapes are removed first (outside strings a backslash
+    is invalid JSON anyway), then strings (an unterminated one runs to the end), then all but
+    brackets, and a running sum gives the depth, in linear time whatever the text. For invalid
+    JSON the depth is at least that of its valid prefix, which is as deep as a parser gets before
+    it fails. A text with at most ``stop_above`` opening brackets cannot be deeper than that, which
+    is all a caller checking a limit needs to know: 0 is returned at once, without scanning.
+    """
+    if text.count("[") + text.count("{") <= stop_above:
+        return 0
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", _ESCAPE.sub("", text)))
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    steps = ((codes == ord("[")) | (codes == ord("{"))).astype(np.int8) * 2 - 1
+    return max(0, int(np.cumsum(steps, dtype=np.int32).max()))
 
 
 def encode_response(outcomes: Sequence[Outcome], names: Sequence[str], media_type: str) -> bytes:
@@ -205,7 +298,7 @@ def _decode_text(raw: bytes, charset: str, name: str) -> str:
     encoding = "utf-8-sig" if codecs.lookup(charset).name == "utf-8" else charset
     try:
         return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:  # not only UnicodeDecodeError: the idna codec raises UnicodeError itself
         raise RequestError(f"{name} is not valid {charset}: {exc}") from None
 
 

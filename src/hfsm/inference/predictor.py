@@ -12,6 +12,7 @@ so that the serving master process and the codecs stay light.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,8 @@ scales activations per batch, so its outputs already depend on which rows share 
 RECORD_CHUNK = 512
 """Records preprocessed and predicted together: bounds the memory that features and logits take,
 whatever the number of records in a request (a Batch Transform mini-batch can hold many thousands)."""
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A surrogate code point in a Python str is always unpaired: json.loads joins the pairs."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,14 @@ class Predictor:
         text = record["text"]
         if not isinstance(text, str):
             return RecordError(f"'text' must be a string, got {json_type(text)}")
+        surrogate = None if text.isascii() else _LONE_SURROGATE.search(text)
+        if surrogate is not None:
+            # JSON's \ud800 escapes (and some charsets) decode to half a UTF-16 pair, which no tokenizer
+            # takes (the Rust one raised TypeError: a 500) and no UTF-8 response could echo back
+            return RecordError(
+                f"'text' holds an unpaired surrogate {surrogate.group()!r} at character {surrogate.start()}; "
+                "\\u escapes of characters beyond U+FFFF must come in pairs"
+            )
         words = split_words(text)
         if len(words) > self.options.max_words:
             return RecordError(
@@ -376,10 +387,20 @@ def _boxes(value: Any, n_words: int) -> list[Box] | RecordError:
         )
     if not isinstance(value, (str, list)):
         return RecordError(f"'bbox' must be a list of boxes or a string, got {json_type(value)}")
+    # parse_boxes takes any sequence as a box and raised TypeError (a 500) on a number or null
+    # instead, and OverflowError on a coordinate too large for a float (10**400)
+    for number, box in enumerate(value if isinstance(value, list) else [], start=1):
+        if not isinstance(box, (str, list)):
+            return RecordError(
+                f"'bbox': box {number}: a box must be [x0, y0, x1, y1] or \"x0 y0 x1 y1\", "
+                f"got {json_type(box)}"
+            )
     try:
         boxes = parse_boxes(value)
     except ValueError as exc:
         return RecordError(f"'bbox': {exc}")
+    except OverflowError:
+        return RecordError("'bbox': a box coordinate is outside 0..1000 (normalise boxes to the page)")
     if len(boxes) != n_words:
         return RecordError(
             f"the text has {n_words} words but 'bbox' has {len(boxes)} boxes; give one box per word"

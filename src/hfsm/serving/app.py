@@ -13,8 +13,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, g, request
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 from ..errors import RequestError, UserError
 from ..inference import codecs
@@ -22,6 +24,12 @@ from .settings import ServingSettings
 from .state import ModelState, PredictorLike
 
 log = logging.getLogger("hfsm.serve")
+
+MAX_DISCARDED_BYTES = 100 * 1024 * 1024
+"""Largest refused body that is read and thrown away to keep its connection usable (see
+:func:`discard_unread_body`): 100 MB is the largest MaxPayloadInMB SageMaker lets a job ask for."""
+DISCARD_SECONDS = 5.0
+"""Longest time spent reading a refused body, so that a client trickling one cannot hold a thread."""
 
 
 def load_predictor(settings: ServingSettings) -> PredictorLike:
@@ -79,7 +87,9 @@ def create_app(
         with predictor.incoming():  # concurrent requests wait for this one to share a forward pass
             request_type, charset = codecs.request_media_type(request.headers.get("Content-Type"))
             response_type = codecs.response_media_type(request.headers.get("Accept"), request_type)
-            decoded = codecs.decode_request(request.get_data(cache=False), request_type, charset)
+            decoded = codecs.decode_request(
+                read_body(settings.max_payload_bytes), request_type, charset, settings.max_json_depth
+            )
             if settings.max_records is not None and len(decoded.items) > settings.max_records:
                 raise RequestError(
                     f"the request holds {len(decoded.items)} records, more than this server's limit of "
@@ -92,6 +102,11 @@ def create_app(
         body = decoded.respond(outcomes, response_type)
         log.debug("%d records answered in %.0f ms", len(decoded.items), (time.monotonic() - started) * 1000)
         return Response(body, status=200, mimetype=response_type)
+
+    @app.after_request
+    def keep_connection_usable(response: Response) -> Response:
+        discard_unread_body()
+        return response
 
     @app.errorhandler(RequestError)
     def request_error(exc: RequestError) -> Response:
@@ -128,6 +143,73 @@ def create_app(
     if start_loading:
         state.start()
     return app
+
+
+def read_body(max_bytes: int) -> bytes:
+    """The whole request body, or a 413 when it is larger than ``max_bytes``, or a 400 when its HTTP
+    framing is broken.
+
+    A body with a Content-Length above the limit is refused by werkzeug before it is read. A chunked
+    body has no length up front: werkzeug stops reading it at the limit and returns what it read
+    without a word, which answered the first megabyte of an oversized JSON Lines request and dropped
+    its other lines; a byte left in the stream past the limit now makes it a 413. A malformed chunk
+    (bad size, missing terminator) makes gunicorn raise a ParseException, which werkzeug does not
+    turn into a 400 as it does a disconnection (OSError): it was a 500 for bad input. And as gunicorn
+    ends the stream itself, werkzeug does not check that the body has its Content-Length: a client
+    that stopped sending early got the bytes it had sent answered, the rest of its lines dropped.
+    """
+    try:
+        body = request.get_data(cache=False)
+        if request.content_length is not None and len(body) < request.content_length:
+            raise ClientDisconnected(
+                f"the request body ended after {len(body)} bytes of the {request.content_length} "
+                "its Content-Length announced"
+            )
+        if request.content_length is None and len(body) >= max_bytes:
+            try:
+                beyond = request.environ["wsgi.input"].read(1)
+            except OSError:  # the client went away: what werkzeug answers for a short body
+                raise ClientDisconnected() from None
+            if beyond:
+                raise RequestEntityTooLarge()
+    except ParseException as exc:
+        raise RequestError(f"the request body is not valid HTTP ({type(exc).__name__}: {exc})") from None
+    g.hfsm_body_read = True  # else discard_unread_body reads what is left of a refused one
+    return body
+
+
+def discard_unread_body() -> None:
+    """Read and drop what remains of a body the answer did not need (at most MAX_DISCARDED_BYTES).
+
+    A request refused before its body is read (413 on its Content-Length, 415 or 406 on its headers,
+    503 while loading) leaves the body on the socket. gunicorn then reads 64 KiB of it at most and
+    closes the connection, after its answer has announced ``Connection: keep-alive`` (it ignores a
+    ``Connection`` header set by the application), so the client's next request on that connection
+    failed with "connection closed without response": the load test's 1.1 MB requests made one such
+    error every few of them. Reading a refused body costs time, never memory (it is dropped chunk by
+    chunk); a larger or slower one is left to gunicorn, which closes the connection.
+    """
+    if g.get("hfsm_body_read") or request.content_length == 0:
+        return
+    g.hfsm_body_read = True
+    environ = request.environ
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if environ.get("wsgi.input_terminated"):
+        stream = environ["wsgi.input"]  # the server ends it at the body's end (gunicorn does)
+    elif request.content_length is not None and not chunked:
+        stream = LimitedStream(environ["wsgi.input"], request.content_length)
+    else:
+        return  # no length known and no server to end the stream: reading could block
+    deadline = time.monotonic() + DISCARD_SECONDS
+    discarded = 0
+    try:
+        while discarded < MAX_DISCARDED_BYTES and time.monotonic() < deadline:
+            chunk = stream.read(64 * 1024)
+            if not chunk:
+                return
+            discarded += len(chunk)
+    except (OSError, ClientDisconnected, ParseException):
+        return  # the client went away or broke the framing: gunicorn closes the connection
 
 
 def _json(body: dict[str, Any], status: int) -> Response:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import UserError
+from ..inference.codecs import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_LIMIT
 from ..inference.predictor import PredictOptions
 
 DEFAULT_BASE_DIR = "/opt/ml"
@@ -32,11 +33,17 @@ class ServingSettings:
     batch_wait_ms: float = 5.0
     """How long a request waits for concurrent requests that are still being read, to share a forward pass."""
     timeout: int = 60
-    graceful_timeout: int = 30
+    graceful_timeout: int = 25
+    """Seconds that requests in flight get after SIGTERM. gunicorn exits about this long after it
+    when a request outlasts it; SageMaker sends SIGKILL 30 s after SIGTERM, so the default keeps
+    a margin for the rest of the shutdown."""
     max_payload_mb: int = 6
     max_records: int | None = None
     """None: no cap. Batch Transform packs MULTI_RECORD payloads by size only, so any count cap can
     refuse a legitimate mini-batch of short lines; set one (HFSM_MAX_RECORDS) for real-time endpoints."""
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    """Deepest nesting of JSON arrays and objects read (per line in JSON Lines); deeper is a 400,
+    refused before parsing, whose recursion would otherwise end in a RecursionError."""
     max_concurrent_transforms: int = 1
     access_log: bool = False
     log_level: str = "info"
@@ -66,9 +73,10 @@ class ServingSettings:
             threads=_read(env, "HFSM_SERVER_THREADS", 16, _positive_int),
             batch_wait_ms=_read(env, "HFSM_BATCH_WAIT_MS", 5.0, _milliseconds),
             timeout=_read(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, _positive_int),
-            graceful_timeout=_read(env, "HFSM_GRACEFUL_TIMEOUT", 30, _positive_int),
+            graceful_timeout=_read(env, "HFSM_GRACEFUL_TIMEOUT", 25, _positive_int),
             max_payload_mb=_read(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, _positive_int),
             max_records=_read(env, "HFSM_MAX_RECORDS", 0, _count) or None,
+            max_json_depth=_read(env, "HFSM_MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH, _json_depth),
             max_concurrent_transforms=_read(env, "HFSM_MAX_CONCURRENT_TRANSFORMS", workers, _positive_int),
             access_log=_read(env, "HFSM_ACCESS_LOG", False, _bool),
             log_level=_read(env, "HFSM_LOG_LEVEL", "info", _log_level),
@@ -135,6 +143,18 @@ def _count(raw: str) -> int:
         raise ValueError("expected a whole number (0: no limit)") from None
     if value < 0:
         raise ValueError("expected a whole number (0: no limit)")
+    return value
+
+
+def _json_depth(raw: str) -> int:
+    """1 to MAX_JSON_DEPTH_LIMIT: deeper documents would reach Python's recursion limit while parsed."""
+    message = f"expected a whole number from 1 to {MAX_JSON_DEPTH_LIMIT}"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(message) from None
+    if not 1 <= value <= MAX_JSON_DEPTH_LIMIT:
+        raise ValueError(message)
     return value
 
 
