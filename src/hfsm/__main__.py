@@ -1,8 +1,9 @@
 """Command line: ``train``, ``serve`` and ``local``. The one place where errors become exit codes.
 
 Exit codes: 0 success; 1 a user error (data, hyperparameters, configuration: fix the input);
-2 a fault of the image (see the traceback in the logs); 143 training stopped by SIGTERM after
-saving a checkpoint. ``train`` writes the reason to ``output/failure`` in every failing case.
+2 a fault of the image (see the traceback in the logs), or outputs that could not be written;
+143 training stopped by SIGTERM after saving a checkpoint. ``train`` writes the reason to
+``output/failure`` in every failing case (where ``output/`` itself can be written).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import TrainingInterrupted, UserError
+from .errors import OutputError, TrainingInterrupted, UserError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
@@ -42,6 +43,11 @@ def failure_text(exc: BaseException) -> str:
         return f"UserError: {exc}"
     if isinstance(exc, TrainingInterrupted):
         return f"Interrupted: {exc}"
+    if isinstance(exc, OutputError):
+        return (
+            f"OutputError: {exc}. The volume is full or read-only, or the path is taken; give the job more "
+            "storage (VolumeSizeInGB) or a writable /opt/ml."
+        )
     return (
         f"InternalError: {type(exc).__name__}: {exc}. This is a fault of the training image, not of your "
         "input; the full traceback is in the job's logs."
@@ -89,9 +95,20 @@ def _train(args: argparse.Namespace) -> int:
         train(SageMakerEnv.from_environ())
 
     # the failure file's place does not depend on parsing anything, so even a broken config reports
-    return run_guarded(
-        action, SageMakerEnv(base_dir=Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))).failure_file
-    )
+    failure_file = SageMakerEnv(base_dir=Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))).failure_file
+    remove_stale_failure(failure_file)
+    return run_guarded(action, failure_file)
+
+
+def remove_stale_failure(path: Path) -> None:
+    """Drop the reason a previous run left (an interrupted run, re-run on the same folder to resume).
+
+    Otherwise a resumed job that succeeds would end with ``output/failure`` beside its model.
+    """
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not remove the previous run's %s: %s", path, exc)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -200,6 +200,20 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
     Hyperparameter("dataloader_num_workers", parse_int, 0, "Worker processes for data loading."),
     Hyperparameter(
+        "distributed",
+        parse_auto_bool,
+        None,
+        "`auto`: with several hosts (`instance_count` > 1) or several processes per host, train with "
+        "torchrun across all of them (NCCL on GPUs, gloo on CPUs); `false`: one plain process on the "
+        "first host (the others do nothing).",
+    ),
+    Hyperparameter(
+        "processes_per_host",
+        parse_int,
+        0,
+        "Training processes per host when `distributed` is on; 0: one per GPU, or one on a CPU host.",
+    ),
+    Hyperparameter(
         "trust_remote_code",
         parse_bool,
         False,
@@ -243,6 +257,8 @@ class TrainConfig:
     pack_sequences: bool | None
     group_by_length: bool
     dataloader_num_workers: int
+    distributed: bool | None
+    processes_per_host: int
     trust_remote_code: bool
 
 
@@ -250,7 +266,19 @@ assert {f.name for f in fields(TrainConfig)} == set(_BY_NAME), "HYPERPARAMETERS 
 
 
 def _closest(name: str) -> str:
-    match = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.5)
+    """A hint for an unknown name: the closest valid one, or where a hub token goes instead.
+
+    ``hub_token`` and the like are not hyperparameters: SageMaker shows hyperparameters with the job,
+    and the token is read from the environment. The hint never repeats the value given.
+    """
+    names = list(_BY_NAME)
+    match = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+    if not match and "token" in name.lower():
+        return (
+            " A Hugging Face hub token is read from the HF_TOKEN environment variable (the Estimator's "
+            "`environment`), not from hyperparameters."
+        )
+    match = match or difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     return f" Did you mean '{match[0]}'?" if match else ""
 
 
@@ -302,6 +330,7 @@ def _validate(config: TrainConfig) -> None:
         "early_stopping_patience",
         "dataloader_num_workers",
         "save_total_limit",
+        "processes_per_host",
     ):
         if getattr(config, name) < 0:
             raise bad(name, "must not be negative")

@@ -40,5 +40,11 @@ class RequestError(UserError):
         self.status = status
 
 
+class OutputError(Exception):
+    """The job's outputs (``model/``, ``output/data/``) could not be written: a full or read-only
+    volume, or a path taken by something else. Not the user's data, and not a fault of the image's
+    code either; the job fails (exit 2) rather than end without its artifacts."""
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on SIGTERM after saving a checkpoint; a re-run resumes from it."""

@@ -26,8 +26,17 @@ class Row:
     line: int
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _decode(path: Path) -> str:
     raw = path.read_bytes()
+    if raw.startswith(_UTF16_BOMS):  # what Excel's "Unicode text" and PowerShell write
+        raise DataError(
+            "is UTF-16 (it starts with a UTF-16 byte order mark); save the file as UTF-8",
+            path=str(path),
+            row=1,
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -39,20 +48,39 @@ def _decode(path: Path) -> str:
         ) from exc
 
 
+def _csv_problem(exc: csv.Error) -> str:
+    """What a strict csv reader's error means for someone fixing the file."""
+    text = str(exc)
+    if "unexpected end of data" in text:
+        return (
+            "a quoted field that starts on this line is never closed (the rest of the file would be read "
+            "into it); quote fields the way csv.writer does, doubling the quotes inside"
+        )
+    if "expected after" in text:
+        return (
+            "a field that starts with a quote has text after its closing quote; quote the whole field "
+            "and double the quotes inside it, as csv.writer does"
+        )
+    return f"cannot be parsed as tab-separated values: {text}"
+
+
 def read_table(path: Path, required: Sequence[str], optional: Sequence[str] = ()) -> list[Row]:
     """Read one tab-separated file with a header row.
 
-    Quoted fields follow Python's csv module (a field may contain quotes and tabs when quoted).
-    Only the named columns are kept; extra columns are allowed.
+    Quoted fields follow Python's csv module (a field may contain quotes, tabs and line breaks when
+    quoted), read strictly: a quote left open, which would swallow the rows after it, fails instead.
+    Only the named columns are kept; extra columns are allowed, extra fields in a row are not (an
+    unquoted tab in a text would shift its label into the next column). Lines are numbered from the
+    header (line 1); a row whose quoted text spans lines is named by the line it starts on.
     """
     text = _decode(path)
     if not text.strip():
         raise DataError("is empty; expected a header row and at least one data row", path=str(path))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
     try:
         header = [name.strip() for name in next(reader)]
     except csv.Error as exc:
-        raise DataError(f"cannot be parsed as tab-separated values: {exc}", path=str(path), row=1) from exc
+        raise DataError(_csv_problem(exc), path=str(path), row=1) from exc
     missing = [name for name in required if name not in header]
     if missing:
         raise DataError(
@@ -61,12 +89,20 @@ def read_table(path: Path, required: Sequence[str], optional: Sequence[str] = ()
             path=str(path),
             row=1,
         )
-    wanted = [name for name in (*required, *optional) if name in header]
+    wanted = [name for name in dict.fromkeys((*required, *optional)) if name in header]
+    repeated = [name for name in wanted if header.count(name) > 1]
+    if repeated:
+        raise DataError(
+            f"the header names column(s) {', '.join(repr(r) for r in repeated)} more than once",
+            path=str(path),
+            row=1,
+        )
     index = {name: header.index(name) for name in wanted}
     rows: list[Row] = []
+    line = reader.line_num + 1  # where the next record starts
     try:
         for record in reader:
-            line = reader.line_num
+            start, line = line, reader.line_num + 1
             if not record or all(not cell.strip() for cell in record):
                 continue  # blank lines are layout, not data
             if len(record) < len(header):
@@ -76,13 +112,18 @@ def read_table(path: Path, required: Sequence[str], optional: Sequence[str] = ()
                         f"has {len(record)} field(s) but the header has {len(header)}; no value for "
                         f"{', '.join(repr(s) for s in short)} (is a tab missing?)",
                         path=str(path),
-                        row=line,
+                        row=start,
                     )
-            rows.append(Row({name: record[index[name]] for name in wanted}, str(path), line))
+            elif any(cell.strip() for cell in record[len(header) :]):
+                raise DataError(
+                    f"has {len(record)} fields but the header has {len(header)} columns; a tab inside a "
+                    "text must be quoted (csv.writer does it), or the header is missing a column",
+                    path=str(path),
+                    row=start,
+                )
+            rows.append(Row({name: record[index[name]] for name in wanted}, str(path), start))
     except csv.Error as exc:
-        raise DataError(
-            f"cannot be parsed as tab-separated values: {exc}", path=str(path), row=reader.line_num
-        ) from exc
+        raise DataError(_csv_problem(exc), path=str(path), row=line) from exc
     if not rows:
         raise DataError("has a header but no data rows", path=str(path))
     return rows

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from .metrics import metric_lines
 
@@ -60,10 +61,18 @@ class LogLinesCallback(TrainerCallback):
 
 
 class SigtermCallback(TrainerCallback):
-    """On SIGTERM (spot interruption, StopTrainingJob) save a checkpoint and stop at the next step."""
+    """On SIGTERM (spot interruption, StopTrainingJob) save a checkpoint and stop.
+
+    SageMaker sends SIGKILL 120 s after SIGTERM, so the checkpoint is written as soon as the step in
+    progress ends: at that step's end, or right after its evaluation when the signal arrives during
+    one (a checkpoint of the evaluated step, instead of one more step first). An epoch cut short by
+    the signal is neither evaluated nor saved again at its end: a partial epoch's evaluation would
+    only spend the grace period, and its checkpoint is already written.
+    """
 
     def __init__(self) -> None:
         self.received = False
+        self.saved_step: int | None = None
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -74,3 +83,90 @@ class SigtermCallback(TrainerCallback):
         if self.received:
             control.should_save = True
             control.should_training_stop = True
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.received:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.saved_step = state.global_step
+        if self.received:
+            control.should_training_stop = True
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.received and not _at_epoch_boundary(state.epoch):
+            control.should_evaluate = False
+            control.should_save = self.saved_step != state.global_step
+
+
+def _at_epoch_boundary(epoch: float | None) -> bool:
+    """Whether the Trainer's fractional epoch counter sits at the end of a whole epoch."""
+    return epoch is not None and abs(epoch - round(epoch)) < 1e-6
+
+
+class LogAtCheckpointCallback(TrainerCallback):
+    """Log the training loss at every checkpoint, so that its log history covers each step before it.
+
+    :func:`~hfsm.training.checkpoints.mean_training_loss` needs the loss of every step of a resumed
+    job; without this, the steps since the last logging step before a checkpoint would be missing.
+    Must come after the callbacks that decide to save (the Trainer's own flow, :class:`SigtermCallback`).
+    """
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_save:
+            control.should_log = True
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_save:
+            control.should_log = True
+
+
+class TrainingAlreadyDone(Exception):
+    """Raised by :class:`ResumeAtEndCallback`: the checkpoint resumed from is at the last step."""
+
+
+class ResumeAtEndCallback(TrainerCallback):
+    """Keep a job resumed from the checkpoint of its last step from training one step too many.
+
+    A job interrupted after its last step (during the final evaluation or test predictions, or killed
+    while writing ``model/``) resumes from the checkpoint of that step. The Trainer checks for the end
+    of training only after a step, so it would train step ``max_steps + 1`` (when ``max_steps`` is not
+    a whole number of epochs); instead, training ends before its loop starts, with the model and state
+    of the checkpoint loaded, and the job goes on to evaluate and write the model.
+    """
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step > 0 and state.global_step >= state.max_steps:
+            raise TrainingAlreadyDone(f"step {state.global_step} of {state.max_steps}")
+
+
+class PackingStateCallback(TrainerCallback, ExportableState):
+    """Carry the trainer's packing decision in every checkpoint and back into a resumed job.
+
+    :class:`~hfsm.training.trainer.JobTrainer` decides on its first conclusive batch whether training
+    batches are packed; a resumed job would decide again on its own first batch, pad that batch if
+    the check is inconclusive there, and so draw other dropout masks than the uninterrupted run (the
+    batch's shape differs). The decision is saved with the Trainer state of each checkpoint
+    (``stateful_callbacks``) and restored before the first step, unless the re-run turned packing off.
+    """
+
+    def __init__(self, trainer: Any = None) -> None:
+        self.trainer = trainer
+
+    def state(self) -> dict:
+        packing = getattr(self.trainer, "packing", None)
+        offset = getattr(self.trainer, "position_offset", 0)
+        return {"args": {}, "attributes": {"packing": packing, "position_offset": offset}}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        name = type(self).__name__
+        saved = state.stateful_callbacks.get(name)
+        attributes = saved.get("attributes", {}) if isinstance(saved, dict) else {}
+        decided = attributes.get("packing")
+        if self.trainer is not None and self.trainer.packing is None and decided is not None:
+            self.trainer.packing = bool(decided)
+            self.trainer.position_offset = int(attributes.get("position_offset") or 0)
+            log.info("packing decision restored from the checkpoint: %s", self.trainer.packing)
+        # the Trainer fails to save a checkpoint whose resumed state lacks an entry for a stateful callback
+        state.stateful_callbacks[name] = self.state()

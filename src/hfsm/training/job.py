@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from ..config import TrainConfig, parse_hyperparameters
 from ..data.reading import locate_splits, read_split
 from ..data.records import Dataset, ordered_labels, parse_rows, word_spans
 from ..data.windows import WordTokenizer
-from ..errors import TrainingInterrupted, UserError
+from ..errors import OutputError, TrainingInterrupted, UserError
 from ..inference.postprocess import (
     classif_prediction,
     multilabel_prediction,
@@ -26,7 +28,7 @@ from ..inference.postprocess import (
 from ..sagemaker import SageMakerEnv
 from ..tasks import CLASSIF, LOWER_IS_BETTER, MULTILABEL, NER, REGRESSION, TaskSpec, get_task
 from . import metrics as task_metrics
-from .checkpoints import latest_complete_checkpoint
+from .checkpoints import latest_complete_checkpoint, mean_training_loss, safetensors_problem
 from .features import EncodedSplit, LengthSortedSplit, encode_split
 from .model_loading import load_tokenizer_and_model, resolve_model_source
 from .predictions import example_outputs, gold_and_pred
@@ -174,6 +176,9 @@ class TrainingRun:
         self.threshold = 0.5
         # dev outputs of the latest evaluation, reused when that evaluation's checkpoint is the best
         self._last_dev_outputs: list[np.ndarray] | None = None
+        # set by run() with the trainer: whether SIGTERM arrived, and the step reached
+        self._sigterm: Any = None
+        self._job_trainer: Any = None
 
     def run(self) -> dict[str, Any]:
         from transformers import set_seed
@@ -201,15 +206,12 @@ class TrainingRun:
         log.info("features: %s", {name: len(split) for name, split in encoded.items()})
 
         trainer, sigterm = self._trainer(model, tokenizer, encoded, splits)
+        self._sigterm, self._job_trainer = sigterm, trainer
         resume = latest_complete_checkpoint(self.env.checkpoint_dir)
         if resume is not None:
             log.info("resuming from checkpoint %s", resume)
-        train_result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        if sigterm.received:
-            raise TrainingInterrupted(
-                f"Training stopped by SIGTERM at step {trainer.state.global_step}; a checkpoint was saved in "
-                f"{self.env.checkpoint_dir}. Run the job again with the same checkpoint location to resume."
-            )
+        train_result = self._train_or_resume(trainer, resume)
+        self._stop_if_interrupted()
 
         trainer.compute_metrics = None
         threshold = config.multilabel_threshold
@@ -235,6 +237,9 @@ class TrainingRun:
             if name == "test":
                 self._write_predictions(split, outputs)
         train_metrics = dict(train_result.metrics)
+        whole_run_loss = mean_training_loss(trainer.state.log_history, trainer.state.global_step)
+        if whole_run_loss is not None:  # the Trainer's own covers only the steps since a resume
+            train_metrics["train_loss"] = whole_run_loss
         train_metrics["train_examples"] = len(splits.train.examples)
         train_metrics["train_features"] = len(encoded["train"])
         train_metrics["global_step"] = trainer.state.global_step
@@ -279,12 +284,25 @@ class TrainingRun:
         from transformers.trainer_callback import PrinterCallback
 
         from ..data.collate import Collator
-        from .callbacks import LogLinesCallback, SigtermCallback
+        from .callbacks import (
+            LogAtCheckpointCallback,
+            LogLinesCallback,
+            PackingStateCallback,
+            ResumeAtEndCallback,
+            SigtermCallback,
+        )
         from .trainer import JobTrainer
 
         args = _training_arguments(self.config, self.task, self.env.checkpoint_dir, "dev" in encoded)
         sigterm = SigtermCallback()
-        callbacks: list = [LogLinesCallback(), sigterm]
+        packing_state = PackingStateCallback()
+        callbacks: list = [
+            LogLinesCallback(),
+            sigterm,
+            LogAtCheckpointCallback(),
+            ResumeAtEndCallback(),
+            packing_state,
+        ]
         if self.config.early_stopping_patience and args.eval_strategy != "no":
             callbacks.append(
                 EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping_patience)
@@ -321,6 +339,7 @@ class TrainingRun:
             callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # prints raw dicts; LogLinesCallback logs readable lines
+        packing_state.trainer = trainer
         return trainer, sigterm
 
     def _outputs(self, trainer: Any, split: EncodedSplit) -> list[np.ndarray]:
@@ -358,12 +377,16 @@ class TrainingRun:
         return threshold
 
     def _write_predictions(self, split: Dataset, outputs: list[np.ndarray]) -> None:
+        self._stop_if_interrupted()
+        lines = [
+            json.dumps(self._prediction_record(example, output), ensure_ascii=False) + "\n"
+            for example, output in zip(split.examples, outputs, strict=True)
+        ]
         out = self.env.output_data_dir
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "test_predictions.jsonl").open("w", encoding="utf-8") as handle:
-            for example, output in zip(split.examples, outputs, strict=True):
-                record = self._prediction_record(example, output)
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        with writing("the test predictions", out / "test_predictions.jsonl"):
+            out.mkdir(parents=True, exist_ok=True)
+            with (out / "test_predictions.jsonl").open("w", encoding="utf-8") as handle:
+                handle.writelines(lines)
 
     def _prediction_record(self, example: Any, output: np.ndarray) -> dict[str, Any]:
         task = self.task.name
@@ -386,24 +409,101 @@ class TrainingRun:
 
     def _save(self, trainer: Any, tokenizer: Any, results: dict[str, Any]) -> None:
         """Write the model folder and metrics; any error here fails the job (never exit 0 without them)."""
+        self._stop_if_interrupted()
         model_dir = self.env.model_dir
-        model_dir.mkdir(parents=True, exist_ok=True)
-        trainer.save_model(str(model_dir))
-        tokenizer.save_pretrained(str(model_dir))
-        c = self.config
-        ModelBundle(
-            task=self.task.name,
-            max_seq_length=c.max_seq_length,
-            stride=c.stride,
-            use_bbox=c.use_bbox,
-            threshold=self.threshold if self.task.name == MULTILABEL else None,
-        ).save(model_dir)
-        for stale in model_dir.glob("training_args.bin"):
-            stale.unlink()  # a pickle; the model folder holds none
+        with writing("the model", model_dir):
+            model_dir.mkdir(parents=True, exist_ok=True)
+            trainer.save_model(str(model_dir))
+            tokenizer.save_pretrained(str(model_dir))
+            c = self.config
+            ModelBundle(
+                task=self.task.name,
+                max_seq_length=c.max_seq_length,
+                stride=c.stride,
+                use_bbox=c.use_bbox,
+                threshold=self.threshold if self.task.name == MULTILABEL else None,
+            ).save(model_dir)
+            for stale in model_dir.glob("training_args.bin"):
+                stale.unlink()  # a pickle; the model folder holds none
         out = self.env.output_data_dir
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        with writing("the metrics", out / "metrics.json"):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        check_artifacts(model_dir, out / "metrics.json")
         log.info("model saved to %s, metrics to %s", model_dir, out / "metrics.json")
+
+    def _train_or_resume(self, trainer: Any, resume: Path | None) -> Any:
+        """Train, from ``resume`` when given; a checkpoint at the last step only restores the result.
+
+        That checkpoint's weights and state are loaded by the Trainer; the best checkpoint replaces
+        them as it would at the end of training, and the loss is that of the whole run.
+        """
+        from transformers.trainer_utils import TrainOutput
+
+        from .callbacks import TrainingAlreadyDone
+
+        try:
+            return trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        except TrainingAlreadyDone as done:
+            log.info("checkpoint %s is at the end of training (%s): evaluating and saving", resume, done)
+        state = trainer.state
+        if trainer.args.load_best_model_at_end and state.best_model_checkpoint is not None:
+            trainer._load_best_model()  # what the Trainer does at the end of train()
+        loss = mean_training_loss(state.log_history, state.global_step)
+        metrics = {"train_runtime": 0.0, "total_flos": state.total_flos, "epoch": state.epoch}
+        return TrainOutput(state.global_step, float("nan") if loss is None else loss, metrics)
+
+    def _stop_if_interrupted(self) -> None:
+        """Raise :class:`TrainingInterrupted` once SIGTERM has arrived, before anything is written.
+
+        The signal may also come after the last step, during the final evaluation or the test
+        predictions; the last step is checkpointed by then (the Trainer saves at the end of training),
+        so the re-run resumes there and only repeats the predictions and the writing. An interrupted
+        job writes nothing to ``model/``: a half-written or unfinished model must not pass for a result.
+        """
+        if self._sigterm is None or not self._sigterm.received:
+            return
+        step = self._job_trainer.state.global_step
+        checkpoint = latest_complete_checkpoint(self.env.checkpoint_dir)
+        saved = (
+            f"checkpoint {checkpoint} was saved"
+            if checkpoint is not None
+            else f"no complete checkpoint is in {self.env.checkpoint_dir}"
+        )
+        raise TrainingInterrupted(
+            f"Training stopped by SIGTERM at step {step}; {saved}. Run the job again with the same "
+            "checkpoint location to resume."
+        )
+
+
+@contextmanager
+def writing(what: str, path: Path) -> Iterator[None]:
+    """Turn any failure to write an output (no space, read-only, a file where a folder belongs;
+    tokenizers raise plain ``Exception`` for these) into an :class:`OutputError` naming the path."""
+    try:
+        yield
+    except Exception as exc:
+        raise OutputError(f"could not write {what} to {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def check_artifacts(model_dir: Path, metrics: Path) -> None:
+    """Fail unless the files the endpoint and the caller need are there and whole.
+
+    The job's contract is to never exit 0 without its artifacts: this is the last step before it does.
+    """
+    problems = []
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file() and not (model_dir / "model.safetensors.index.json").is_file():
+        problems.append(f"{weights} is missing")
+    elif weights.is_file() and (problem := safetensors_problem(weights)):
+        problems.append(problem)
+    for path in (model_dir / "config.json", model_dir / "hfsm.json", metrics):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path} cannot be read back: {exc}")
+    if problems:
+        raise OutputError(f"the job's outputs are incomplete after writing them: {'; '.join(problems)}")
 
 
 def train(env: SageMakerEnv) -> dict[str, Any]:
