@@ -19,11 +19,12 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
+from hfsm.devices import available_cores
 from hfsm.errors import UserError
 from hfsm.inference.predictor import PredictOptions, Predictor
 from hfsm.serving.app import create_app
 from hfsm.serving.server import assign_gpu
-from hfsm.serving.settings import ServingSettings, available_cores
+from hfsm.serving.settings import ServingSettings
 from live_server import error_of, free_port, ok_json, wait_for_ping
 from sagemaker_tree import TrainResult
 

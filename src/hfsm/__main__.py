@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import OutputError, TrainingInterrupted, UserError
+from .errors import OutputError, TrainingInterrupted, TrainingProcessesFailed, UserError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
@@ -43,6 +43,8 @@ def failure_text(exc: BaseException) -> str:
         return f"UserError: {exc}"
     if isinstance(exc, TrainingInterrupted):
         return f"Interrupted: {exc}"
+    if isinstance(exc, TrainingProcessesFailed):
+        return f"InternalError: {exc}."
     if isinstance(exc, OutputError):
         return (
             f"OutputError: {exc}. The volume is full or read-only, or the path is taken; give the job more "
@@ -65,10 +67,16 @@ def write_failure(path: Path, exc: BaseException) -> None:
 
 
 def run_guarded(action: Callable[[], object], failure_file: Path | None) -> int:
-    """Run ``action``; map its failure to an exit code and, for jobs, to ``output/failure``."""
+    """Run ``action``; map its failure to an exit code and, for jobs, to ``output/failure``.
+
+    :class:`TrainingProcessesFailed` passes through: its exit code depends on what the failed
+    processes reported (see ``_train``).
+    """
     try:
         action()
         return 0
+    except TrainingProcessesFailed:
+        raise
     except TrainingInterrupted as exc:
         log.warning("%s", exc)
         return _failed(exc, failure_file, EXIT_INTERRUPTED)
@@ -87,17 +95,44 @@ def _failed(exc: BaseException, failure_file: Path | None, code: int) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """The job on this host: trained here, or launched through torchrun (see
+    :mod:`hfsm.training.distributed`), whose processes come back here to train."""
     from .sagemaker import SageMakerEnv
-
-    def action() -> None:
-        from .training.job import train
-
-        train(SageMakerEnv.from_environ())
+    from .training.distributed import global_rank, is_training_process, launch_or_train
 
     # the failure file's place does not depend on parsing anything, so even a broken config reports
     failure_file = SageMakerEnv(base_dir=Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))).failure_file
+    if is_training_process(os.environ):
+
+        def train_here() -> None:
+            from .training.job import train
+
+            train(SageMakerEnv.from_environ())
+
+        # rank 0 reports the job's failure; the other processes' reasons are in their logs
+        return run_guarded(train_here, failure_file if global_rank(os.environ) == 0 else None)
     remove_stale_failure(failure_file)
-    return run_guarded(action, failure_file)
+    try:
+        return run_guarded(lambda: launch_or_train(SageMakerEnv.from_environ(), os.environ), failure_file)
+    except TrainingProcessesFailed as exc:
+        log.error("%s", exc)
+        if not exc.first_host:
+            return EXIT_INTERNAL_ERROR
+        reported = read_failure(failure_file)
+        if reported is None:  # rank 0 did not get to say why: say what is known
+            return _failed(exc, failure_file, EXIT_INTERNAL_ERROR)
+        return EXIT_CODES_BY_REASON.get(reported.split(":", 1)[0], EXIT_INTERNAL_ERROR)
+
+
+EXIT_CODES_BY_REASON = {"UserError": EXIT_USER_ERROR, "Interrupted": EXIT_INTERRUPTED}
+"""Exit code of a launcher from the reason its rank-0 process wrote (anything else: 2)."""
+
+
+def read_failure(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
 
 
 def remove_stale_failure(path: Path) -> None:

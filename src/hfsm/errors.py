@@ -48,3 +48,12 @@ class OutputError(Exception):
 
 class TrainingInterrupted(Exception):
     """Training stopped on SIGTERM after saving a checkpoint; a re-run resumes from it."""
+
+
+class TrainingProcessesFailed(Exception):
+    """A training process that torchrun started failed; the process of rank 0 wrote the reason to
+    ``output/failure`` where it could (on the first host), the others only logged theirs."""
+
+    def __init__(self, message: str, *, first_host: bool) -> None:
+        super().__init__(message)
+        self.first_host = first_host

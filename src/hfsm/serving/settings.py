@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from ..devices import available_cores, visible_gpus
 from ..errors import UserError
 from ..inference.codecs import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_LIMIT
 from ..inference.predictor import PredictOptions
@@ -91,28 +92,6 @@ class ServingSettings:
                 pack_sequences=_read(env, "HFSM_PACK_SEQUENCES", None, _auto_bool),
             ),
         )
-
-
-def visible_gpus(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """GPU ids without importing torch: the master must not touch CUDA before forking workers.
-
-    ``CUDA_VISIBLE_DEVICES`` wins when set; otherwise the NVIDIA driver lists the GPUs the
-    container runtime exposed under ``/proc/driver/nvidia/gpus``.
-    """
-    declared = environ.get("CUDA_VISIBLE_DEVICES")
-    if declared is not None:
-        ids = [part.strip() for part in declared.split(",") if part.strip()]
-        return tuple(ids) if ids and ids[0] != "-1" else ()
-    gpus = Path("/proc/driver/nvidia/gpus")
-    count = sum(1 for _ in gpus.iterdir()) if gpus.is_dir() else 0
-    return tuple(str(index) for index in range(count))
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _read(environ: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:

@@ -68,10 +68,17 @@ class SigtermCallback(TrainerCallback):
     one (a checkpoint of the evaluated step, instead of one more step first). An epoch cut short by
     the signal is neither evaluated nor saved again at its end: a partial epoch's evaluation would
     only spend the grace period, and its checkpoint is already written.
+
+    With several processes (torchrun), they must stop at the same step, or the ones still training
+    would wait for the others' gradients forever; the signal reaches them at slightly different
+    moments, so at each step end and evaluation they agree (any process that got it stops them all).
     """
 
     def __init__(self) -> None:
         self.received = False
+        """This process got SIGTERM."""
+        self.agreed = False
+        """Some process got SIGTERM, as all processes know at the latest step end or evaluation."""
         self.saved_step: int | None = None
         signal.signal(signal.SIGTERM, self._handle)
 
@@ -79,23 +86,36 @@ class SigtermCallback(TrainerCallback):
         log.warning("SIGTERM received: saving a checkpoint and stopping")
         self.received = True
 
+    def _agree(self) -> bool:
+        import torch
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+            flag = torch.tensor([int(self.received)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.agreed = bool(flag.item())
+        else:
+            self.agreed = self.received
+        return self.agreed
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.received:
+        if self._agree():
             control.should_save = True
             control.should_training_stop = True
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.received:
+        if self._agree():
             control.should_save = True
             control.should_training_stop = True
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.saved_step = state.global_step
-        if self.received:
+        if self.agreed:
             control.should_training_stop = True
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.received and not _at_epoch_boundary(state.epoch):
+        if self.agreed and not _at_epoch_boundary(state.epoch):
             control.should_evaluate = False
             control.should_save = self.saved_step != state.global_step
 

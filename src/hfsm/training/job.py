@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from ..sagemaker import SageMakerEnv
 from ..tasks import CLASSIF, LOWER_IS_BETTER, MULTILABEL, NER, REGRESSION, TaskSpec, get_task
 from . import metrics as task_metrics
 from .checkpoints import latest_complete_checkpoint, mean_training_loss, safetensors_problem
+from .distributed import agreed_checkpoint, ddp_arguments, log_share, share_first_process_weights
 from .features import EncodedSplit, LengthSortedSplit, encode_split
 from .model_loading import load_tokenizer_and_model, resolve_model_source
 from .predictions import example_outputs, gold_and_pred
@@ -140,6 +142,7 @@ def _training_arguments(config: TrainConfig, task: TaskSpec, checkpoint_dir: Pat
         dataloader_num_workers=config.dataloader_num_workers,
         save_only_model=False,
         use_cpu=not torch.cuda.is_available(),
+        **ddp_arguments(os.environ, torch.cuda.is_available()),
     )
 
 
@@ -207,11 +210,22 @@ class TrainingRun:
 
         trainer, sigterm = self._trainer(model, tokenizer, encoded, splits)
         self._sigterm, self._job_trainer = sigterm, trainer
-        resume = latest_complete_checkpoint(self.env.checkpoint_dir)
+        resume = agreed_checkpoint(latest_complete_checkpoint(self.env.checkpoint_dir))
         if resume is not None:
             log.info("resuming from checkpoint %s", resume)
         train_result = self._train_or_resume(trainer, resume)
         self._stop_if_interrupted()
+        share_first_process_weights(trainer.model)
+        args = trainer.args
+        log_share(
+            args.process_index,
+            args.world_size,
+            trainer.features_seen,
+            len(encoded["train"]),
+            trainer.state.global_step,
+            args.per_device_train_batch_size,
+            args.gradient_accumulation_steps,
+        )
 
         trainer.compute_metrics = None
         threshold = config.multilabel_threshold
@@ -234,7 +248,7 @@ class TrainingRun:
             results[name] = detail
             for line in task_metrics.metric_lines(name, task_metrics.summarize_detail(detail)):
                 log.info(line)
-            if name == "test":
+            if name == "test" and trainer.is_world_process_zero():
                 self._write_predictions(split, outputs)
         train_metrics = dict(train_result.metrics)
         whole_run_loss = mean_training_loss(trainer.state.log_history, trainer.state.global_step)
@@ -291,6 +305,7 @@ class TrainingRun:
             ResumeAtEndCallback,
             SigtermCallback,
         )
+        from .losses import TaskLoss
         from .trainer import JobTrainer
 
         args = _training_arguments(self.config, self.task, self.env.checkpoint_dir, "dev" in encoded)
@@ -336,6 +351,7 @@ class TrainingRun:
             data_collator=collator,
             processing_class=tokenizer,
             compute_metrics=compute,
+            compute_loss_func=TaskLoss(self.task.name),
             callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # prints raw dicts; LogLinesCallback logs readable lines
@@ -408,8 +424,14 @@ class TrainingRun:
         return {"text": example.text, "labels": example.label, **prediction}
 
     def _save(self, trainer: Any, tokenizer: Any, results: dict[str, Any]) -> None:
-        """Write the model folder and metrics; any error here fails the job (never exit 0 without them)."""
+        """Write the model folder and metrics; any error here fails the job (never exit 0 without them).
+
+        With several processes, the one of rank 0 writes them: the others hold the same weights.
+        """
         self._stop_if_interrupted()
+        if not trainer.is_world_process_zero():
+            log.info("process %d: the model and metrics are written by process 0", trainer.args.process_index)
+            return
         model_dir = self.env.model_dir
         with writing("the model", model_dir):
             model_dir.mkdir(parents=True, exist_ok=True)

@@ -84,10 +84,13 @@ class JobTrainer(Trainer):
         self.packing: bool | None = None if pack_sequences is not False else False
         """Whether training batches are packed; None until the first token-classification batch."""
         self.position_offset = 0
+        self.features_seen = 0
+        """Training features (rows of the padded batches) this process has trained on: its share."""
 
     def training_step(
         self, model: Any, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
+        self.features_seen += int(inputs["input_ids"].shape[0])
         if self.packing is not False and can_pack(inputs):
             inputs = self._prepare_inputs(inputs)
             if self.packing is None:
