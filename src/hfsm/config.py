@@ -70,6 +70,26 @@ def parse_auto_bool(value: Any) -> bool | None:
         raise ValueError("expected auto, true or false") from None
 
 
+def parse_class_weights(value: Any) -> str | dict[str, float]:
+    """``auto``, ``none``, or a JSON object of label name to a positive weight (others weigh 1)."""
+    if isinstance(value, str) and value.strip().lower() in {"auto", "none"}:
+        return value.strip().lower()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError("expected auto, none or a JSON object such as {\"B-PER\": 2.0}") from None
+    if not isinstance(value, dict) or not value:
+        raise ValueError("expected auto, none or a JSON object such as {\"B-PER\": 2.0}")
+    weights = {}
+    for name, weight in value.items():
+        number = parse_float(weight)
+        if number <= 0:
+            raise ValueError(f"the weight of {name!r} must be positive, got {weight!r}")
+        weights[str(name)] = number
+    return weights
+
+
 def parse_threshold(value: Any) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return None
@@ -121,6 +141,60 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter("learning_rate", parse_float, 5e-5, "Peak learning rate (AdamW)."),
     Hyperparameter("weight_decay", parse_float, 0.0, "AdamW weight decay."),
     Hyperparameter("warmup_ratio", parse_float, 0.0, "Fraction of steps with linear warm-up."),
+    Hyperparameter(
+        "optim",
+        parse_str,
+        "adamw_torch_fused",
+        "Optimizer, by its `transformers` name (`adamw_torch_fused`, `adamw_torch`, `adafactor`, `sgd`, "
+        "`adagrad`, `rmsprop`, ...).",
+    ),
+    Hyperparameter(
+        "lr_scheduler_type",
+        parse_str,
+        "linear",
+        "Learning-rate schedule, by its `transformers` name (`linear`, `cosine`, `cosine_with_restarts`, "
+        "`polynomial`, `constant`, `constant_with_warmup`, `inverse_sqrt`, ...).",
+    ),
+    Hyperparameter("max_grad_norm", parse_float, 1.0, "Gradient clipping norm (0: no clipping)."),
+    Hyperparameter(
+        "auto_find_batch_size",
+        parse_bool,
+        False,
+        "Halve `per_device_train_batch_size` and retry when a step runs out of GPU memory.",
+    ),
+    Hyperparameter(
+        "class_weights",
+        parse_class_weights,
+        "none",
+        "ner and classif: weigh each label's loss. `auto`: inversely to its frequency in train (each "
+        "label's items weigh N / (labels x its count), so they weigh 1 on average); a JSON object "
+        "`{\"B-PER\": 2.0}` sets some (others 1); `none`: equal.",
+    ),
+    Hyperparameter(
+        "apply_lora",
+        parse_bool,
+        False,
+        "Train LoRA adapters (`peft`) on the attention and feed-forward layers, and the classifier head, "
+        "instead of every weight.",
+    ),
+    Hyperparameter("lora_r", parse_int, 8, "LoRA rank."),
+    Hyperparameter("lora_alpha", parse_int, 16, "LoRA scaling (alpha / r multiplies the update)."),
+    Hyperparameter("lora_dropout", parse_float, 0.1, "Dropout on the LoRA path."),
+    Hyperparameter(
+        "lora_target_modules",
+        parse_optional_str,
+        None,
+        "Comma-separated module names to adapt (e.g. `query,value`); default: peft's choice for the "
+        "architecture.",
+    ),
+    Hyperparameter(
+        "merge_lora_weights",
+        parse_bool,
+        True,
+        "Merge the adapters into the weights at the end: `model/` is then a plain model that serves "
+        "unchanged. `false`: `model/` holds the base weights and the adapters in `model/adapter/` "
+        "(served with peft, slower).",
+    ),
     Hyperparameter(
         "max_seq_length",
         parse_int,
@@ -240,6 +314,17 @@ class TrainConfig:
     learning_rate: float
     weight_decay: float
     warmup_ratio: float
+    optim: str
+    lr_scheduler_type: str
+    max_grad_norm: float
+    auto_find_batch_size: bool
+    class_weights: str | dict[str, float]
+    apply_lora: bool
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: str | None
+    merge_lora_weights: bool
     max_seq_length: int
     stride: int
     label_all_tokens: bool
@@ -344,6 +429,14 @@ def _validate(config: TrainConfig) -> None:
         raise bad("weight_decay", "must not be negative")
     if not 0.0 <= config.warmup_ratio < 1.0:
         raise bad("warmup_ratio", "must be in [0, 1)")
+    if config.max_grad_norm < 0:
+        raise bad("max_grad_norm", "must not be negative")
+    if config.lora_r < 1 or config.lora_alpha < 1:
+        raise bad("lora_r" if config.lora_r < 1 else "lora_alpha", "must be at least 1")
+    if not 0.0 <= config.lora_dropout < 1.0:
+        raise bad("lora_dropout", "must be in [0, 1)")
+    if config.class_weights != "none" and config.task_name not in ("ner", "classif"):
+        raise bad("class_weights", "weights labels of ner and classif only")
     if not 8 <= config.max_seq_length <= 100_000:
         raise bad("max_seq_length", "must be between 8 and 100000")
     if not 0 <= config.stride <= (config.max_seq_length - 4) // 2:

@@ -28,6 +28,7 @@ from ..data.windows import WordTokenizer
 from ..errors import UserError
 from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION, get_task
 from ..training.features import EncodedSplit, encode_ner
+from ..training.lora import ADAPTER_DIR, load_adapter
 from ..training.model_loading import PREFIX_SPACE_MODEL_TYPES
 from .postprocess import (
     classif_prediction,
@@ -156,6 +157,8 @@ class Predictor:
         except (OSError, ValueError) as exc:
             hint = "" if trust else " If the model needs custom code, set HFSM_TRUST_REMOTE_CODE=true."
             raise UserError(f"Cannot load the model in {model_dir}: {exc}.{hint}") from exc
+        if (model_dir / ADAPTER_DIR / "adapter_config.json").is_file():  # merge_lora_weights=false
+            model = load_adapter(model, model_dir)
         device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         model.eval()

@@ -22,6 +22,8 @@ log = logging.getLogger("hfsm.train")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
 REQUIRED = (TRAINER_STATE, "config.json")
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+"""A LoRA (peft) job's checkpoints hold the adapters instead of the model's config and weights."""
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 TORCH_FILES = ("optimizer.pt", "scheduler.pt")
 """Written by ``torch.save`` (zip archives) for every checkpoint of this job (``save_only_model=False``)."""
@@ -96,11 +98,13 @@ def incomplete_reason(folder: Path, step: int | None = None) -> str | None:
     the trainer state parses and names this step, the weights are as long as their header says,
     and the optimizer, scheduler and RNG states are whole zip archives.
     """
-    for name in REQUIRED:
+    adapter = (folder / ADAPTER_CONFIG).is_file()
+    required = (TRAINER_STATE, ADAPTER_CONFIG) if adapter else REQUIRED
+    for name in required:
         if not (folder / name).is_file():
             return f"no {name}"
     parsed = {}
-    for name in REQUIRED:
+    for name in required:
         try:
             parsed[name] = _json(folder / name)
         except (OSError, ValueError) as exc:
@@ -110,7 +114,8 @@ def incomplete_reason(folder: Path, step: int | None = None) -> str | None:
         return f"{TRAINER_STATE} has no global_step"
     if step is not None and state["global_step"] != step:
         return f"{TRAINER_STATE} is for step {state['global_step']}"
-    return _weights_problem(folder) or _torch_files_problem(folder, TORCH_FILES)
+    weights = safetensors_problem(folder / ADAPTER_WEIGHTS) if adapter else _weights_problem(folder)
+    return weights or _torch_files_problem(folder, TORCH_FILES)
 
 
 def is_complete(folder: Path) -> bool:

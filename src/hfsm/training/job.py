@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from . import metrics as task_metrics
 from .checkpoints import latest_complete_checkpoint, mean_training_loss, safetensors_problem
 from .distributed import agreed_checkpoint, ddp_arguments, log_share, share_first_process_weights
 from .features import EncodedSplit, LengthSortedSplit, encode_split
+from .lora import final_model, is_lora, with_lora
 from .model_loading import load_tokenizer_and_model, resolve_model_source
 from .predictions import example_outputs, gold_and_pred
 
@@ -95,6 +98,8 @@ def _best_metric(config: TrainConfig, task: TaskSpec) -> tuple[str, bool]:
 def _training_arguments(config: TrainConfig, task: TaskSpec, checkpoint_dir: Path, has_dev: bool) -> Any:
     import torch
     from transformers import TrainingArguments
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
 
     strategy = config.eval_strategy
     if strategy == "auto":
@@ -121,6 +126,12 @@ def _training_arguments(config: TrainConfig, task: TaskSpec, checkpoint_dir: Pat
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         warmup_steps=float(config.warmup_ratio),
+        optim=_choice("optim", config.optim, [name.value for name in OptimizerNames]),
+        lr_scheduler_type=_choice(
+            "lr_scheduler_type", config.lr_scheduler_type, [name.value for name in SchedulerType]
+        ),
+        max_grad_norm=config.max_grad_norm,
+        auto_find_batch_size=config.auto_find_batch_size,
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
         seed=config.seed,
@@ -144,6 +155,15 @@ def _training_arguments(config: TrainConfig, task: TaskSpec, checkpoint_dir: Pat
         use_cpu=not torch.cuda.is_available(),
         **ddp_arguments(os.environ, torch.cuda.is_available()),
     )
+
+
+def _choice(name: str, value: str, choices: list[str]) -> str:
+    """``value`` if ``transformers`` knows it, else a UserError naming the closest choices."""
+    if value in choices:
+        return value
+    close = difflib.get_close_matches(value, choices, n=3)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise UserError(f"Hyperparameter '{name}' = {value!r} is not one of transformers' choices.{hint}")
 
 
 def check_order(split: EncodedSplit, label_ids: Any) -> None:
@@ -199,6 +219,8 @@ class TrainingRun:
         log.info("task %s, model %s, %d labels", task.name, source, len(labels))
         set_seed(config.seed)
         tokenizer, model = load_tokenizer_and_model(source, task, labels, config)
+        if config.apply_lora:
+            model = with_lora(model, config, task)
         self.id2label = {i: name for i, name in enumerate(labels)}
         wt = WordTokenizer(tokenizer, config.max_seq_length) if task.token_level else None
         encoded = {
@@ -351,12 +373,29 @@ class TrainingRun:
             data_collator=collator,
             processing_class=tokenizer,
             compute_metrics=compute,
-            compute_loss_func=TaskLoss(self.task.name),
+            compute_loss_func=TaskLoss(self.task.name, self._class_weights(encoded["train"])),
             callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # prints raw dicts; LogLinesCallback logs readable lines
         packing_state.trainer = trainer
         return trainer, sigterm
+
+    def _class_weights(self, train: EncodedSplit) -> list[float] | None:
+        """The loss weight of each label (``class_weights``), from the labels training sees."""
+        from .losses import class_weight_vector
+
+        if self.config.class_weights == "none":
+            return None
+        counts: Counter[int] = Counter()
+        for feature in train.features:
+            labels = feature["labels"]  # NER: one per sub-token, -100 where unlabelled; classif: one
+            counts.update([label for label in labels if label >= 0] if isinstance(labels, list) else [labels])
+        weights = class_weight_vector(self.config.class_weights, counts, self.labels)
+        assert weights is not None
+        log.info(
+            "class weights: %s", {name: round(w, 4) for name, w in zip(self.labels, weights, strict=True)}
+        )
+        return weights
 
     def _outputs(self, trainer: Any, split: EncodedSplit) -> list[np.ndarray]:
         view = LengthSortedSplit.of(split)
@@ -435,6 +474,8 @@ class TrainingRun:
         model_dir = self.env.model_dir
         with writing("the model", model_dir):
             model_dir.mkdir(parents=True, exist_ok=True)
+            if is_lora(trainer.model):
+                trainer.model = final_model(trainer.model, model_dir, self.config.merge_lora_weights)
             trainer.save_model(str(model_dir))
             tokenizer.save_pretrained(str(model_dir))
             c = self.config
