@@ -78,9 +78,9 @@ def parse_class_weights(value: Any) -> str | dict[str, float]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise ValueError("expected auto, none or a JSON object such as {\"B-PER\": 2.0}") from None
+            raise ValueError('expected auto, none or a JSON object such as {"B-PER": 2.0}') from None
     if not isinstance(value, dict) or not value:
-        raise ValueError("expected auto, none or a JSON object such as {\"B-PER\": 2.0}")
+        raise ValueError('expected auto, none or a JSON object such as {"B-PER": 2.0}')
     weights = {}
     for name, weight in value.items():
         number = parse_float(weight)
@@ -168,7 +168,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "none",
         "ner and classif: weigh each label's loss. `auto`: inversely to its frequency in train (each "
         "label's items weigh N / (labels x its count), so they weigh 1 on average); a JSON object "
-        "`{\"B-PER\": 2.0}` sets some (others 1); `none`: equal.",
+        '`{"B-PER": 2.0}` sets some (others 1); `none`: equal.',
     ),
     Hyperparameter(
         "apply_lora",
