@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import quick_hyperparameters
+from hfsm.data.reading import read_table
 from hfsm.errors import UserError
 from hfsm.local.server import LocalServer, running_server
 from hfsm.local.transform import (
@@ -169,6 +170,71 @@ def test_local_train_reports_the_failure_and_exits_1(tmp_path: Path) -> None:
     assert "Unknown hyperparameter 'max_stepz'. Did you mean 'max_steps'?" in result.stdout
     assert "train exited with code 1" in result.stdout
     assert (tmp_path / "w" / "output" / "failure").read_text().startswith("UserError")
+
+
+# --- convert ------------------------------------------------------------------------------------------
+
+
+def conll_lines(path: Path, iob1: bool, orphan: bool) -> tuple[str, list[list[str]]]:
+    """A WNUT-17 slice as CoNLL text (IOB1 when ``iob1``; the first entity of each sentence starting with
+    an orphan I- when ``orphan``) and the IOB2 tags a repaired conversion must give back."""
+    lines, expected = ["-DOCSTART- O", ""], []
+    for row in read_table(path, ["text", "labels"]):
+        words, tags = row.fields["text"].split(), row.fields["labels"].split()
+        written, previous, seen = [], "O", False
+        for tag in tags:
+            starts = tag.startswith("B-") and not (previous != "O" and previous[2:] == tag[2:])
+            if starts and (iob1 or (orphan and not seen)):
+                written.append("I-" + tag[2:])
+                seen = True
+            else:
+                written.append(tag)
+            previous = written[-1]
+        lines += [f"{w}\t{t}" for w, t in zip(words, written, strict=True)] + [""]
+        expected.append(tags)
+    return "\n".join(lines) + "\n", expected
+
+
+def test_convert_then_train_on_the_result(tmp_path: Path, base_models: dict[str, Path]) -> None:
+    """`local convert` turns IOB1 CoNLL (train) and IOB2 CoNLL with orphan I- tags (dev) into TSV files
+    that `local train --data` trains on; --repair-iob gives back the original IOB2 tags."""
+    source = tmp_path / "conll"
+    source.mkdir()
+    train_text, train_tags = conll_lines(DATA_DIR / "ner" / "train.csv", iob1=True, orphan=False)
+    dev_text, dev_tags = conll_lines(DATA_DIR / "ner" / "dev.csv", iob1=False, orphan=True)
+    (source / "train.iob").write_text(train_text, encoding="utf-8")
+    (source / "dev.conll").write_text(dev_text, encoding="utf-8")
+    out = tmp_path / "tsv"
+
+    result = hfsm("local", "convert", "--input", str(source), "--output", str(out), "--repair-iob")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "IOB1 (I- starts" in result.stdout and "converted to IOB2" in result.stdout
+    orphans = sum(1 for line in dev_text.splitlines() if "\tI-" in line) - sum(
+        1 for tags in dev_tags for t in tags if t.startswith("I-")
+    )
+    assert orphans > 0
+    assert f"iob: dev: {orphans} orphan I- tag(s)" in result.stdout and "rewritten to B-" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["dev.tsv", "train.tsv"]
+    for name, tags in (("train", train_tags), ("dev", dev_tags)):
+        rows = read_table(out / f"{name}.tsv", ["text", "labels"])
+        assert [r.fields["labels"].split() for r in rows] == tags, name
+        original = read_table(DATA_DIR / "ner" / f"{name}.csv", ["text", "labels"])
+        assert [r.fields["text"] for r in rows] == [r.fields["text"] for r in original]
+
+    again = hfsm("local", "convert", "--input", str(source / "dev.conll"), "--output", str(tmp_path / "kept"))
+    assert again.returncode == 0 and "kept as I-" in again.stdout, "without --repair-iob: reported only"
+    kept = read_table(tmp_path / "kept" / "dev.tsv", ["text", "labels"])
+    assert sum(r.fields["labels"].split() != tags for r, tags in zip(kept, dev_tags, strict=True)) > 0
+
+    hyperparameters = quick_hyperparameters("ner", base_models["bert"], max_steps=3)
+    pairs = [f"{key}={json.dumps(value)}" for key, value in hyperparameters.items()]
+    work = tmp_path / "work"
+    trained = hfsm("local", "train", "--data", str(out), "--work", str(work), "--hyperparameters", *pairs)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    assert "iob: train: no orphan I- tags in 48 rows" in trained.stdout
+    metrics = json.loads((work / "output" / "data" / "metrics.json").read_text())
+    entities = sum(t.startswith("B-") for tags in dev_tags for t in tags)
+    assert sum(v["support"] for v in metrics["dev"]["per_type"].values()) == entities
 
 
 # --- payload packing (pure) ----------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import html
+import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -140,3 +144,100 @@ def test_long_ner_texts_are_windowed_in_training_and_evaluation(
     first = json.loads((result.output_data / "test_predictions.jsonl").read_text().splitlines()[0])
     assert len(first["pred"]) == len(long_text.split()) > 200
     assert len(first["proba"]) == len(first["pred"])
+
+
+# --- evaluation report, TensorBoard logs and CloudWatch step lines (the same `trained` runs) -------------
+
+STEP_LINE = re.compile(
+    r"INFO hfsm\.train: step (\d+)/(\d+) epoch ([0-9.]+) train_loss=([0-9.eE+-]+) "
+    r"learning_rate=([0-9.eE+-]+) samples_per_second=([0-9.]+) elapsed (\d+:\d\d:\d\d) eta (\d+:\d\d:\d\d)$",
+    re.MULTILINE,
+)
+TQDM_BAR = re.compile(r"\d+%\|[^|\n]*\| *\d+/\d+ \[|\r")
+"""A tqdm bar (``Loading weights:  50%|#####     | 1/2 [00:00<00:00, 3.2it/s]``). run_train reads the
+output as text, which turns each ``\\r`` into a line break; the bar's own text survives that."""
+
+
+def _report_images(case: str) -> list[str]:
+    kind = "pred_vs_gold" if case == "regression" else "confusion_matrix"
+    return ["learning_curves.png", f"{kind}_dev.png", f"{kind}_test.png"]
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED_METRICS))
+def test_evaluation_report_written_by_the_job(trained: dict[str, TrainResult], case: str) -> None:
+    from test_report import embedded_pngs, png_size
+
+    result = trained[case]
+    out = result.output_data
+    metrics = result.metrics()
+    assert "evaluation report: " in result.output and "report not written" not in result.output
+    assert not (out / "report_error.txt").exists()
+    files = {name: (out / name).read_bytes() for name in _report_images(case)}
+    for name, data in files.items():
+        width, height = png_size(data)
+        assert width >= 400 and height >= 300, name
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert sorted(embedded_pngs(page)) == sorted(files.values()), "the PNGs, embedded as they are"
+    assert not re.search(r'(src|href)="(?!data:)', page)
+
+    saved = json.loads((out / "evaluation_report.json").read_text(encoding="utf-8"))
+    key = "per_type" if case.startswith("ner") else "per_class"
+    for split in ("dev", "test"):
+        entry = saved["splits"][split]
+        assert entry["summary"] == {k: v for k, v in metrics[split].items() if not isinstance(v, dict)}
+        if case == "regression":
+            assert "confusion_matrix" not in entry
+            continue
+        assert entry[key] == metrics[split][key]
+        for name in metrics[split][key]:
+            assert f"<td>{html.escape(name)}</td>" in page
+        counts = entry["confusion_matrix"]["counts"]
+        with (DATA_DIR / case / f"{split}.csv").open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+        if case.startswith("ner"):  # every word counted once, over all the label set's entity types
+            assert sum(map(sum, counts)) == sum(len(row["labels"].split()) for row in rows)
+            labels = json.loads((result.model_dir / "config.json").read_text())["id2label"].values()
+            assert set(entry["confusion_matrix"]["gold_rows"]) == {t.split("-", 1)[-1] for t in labels}
+        elif case == "classif":
+            assert sum(map(sum, counts)) == len(rows)
+        else:  # multilabel: one 2x2 per label, each over every example
+            assert {sum(row) for row in counts} == {len(rows)}
+
+    curves = saved["learning_curves"]
+    logged = [(int(m[1]), float(m[4])) for m in STEP_LINE.finditer(result.output)]
+    assert curves["train_steps"] == [step for step, _ in logged]
+    assert curves["train_loss"] == pytest.approx([loss for _, loss in logged], abs=1e-6)
+    assert curves["eval_steps"] == [6, 12] and curves["best_step"] in (6, 12)
+
+
+def test_tensorboard_logs_hold_the_logged_train_loss(trained: dict[str, TrainResult]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = trained["ner"]
+    folder = result.base / "output" / "tensorboard"
+    assert list(folder.glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    assert {"train/loss", "train/learning_rate", "eval/loss", "eval/f1"} <= set(events.Tags()["scalars"])
+    scalars = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    logged = [(int(m[1]), float(m[4])) for m in STEP_LINE.finditer(result.output)]
+    assert len(scalars) == len(logged) >= 3
+    assert [step for step, _ in scalars] == [step for step, _ in logged]
+    assert [value for _, value in scalars] == pytest.approx([loss for _, loss in logged], abs=1e-5)
+
+
+def test_progress_is_one_plain_line_per_logging_step(trained: dict[str, TrainResult]) -> None:
+    from tqdm import tqdm
+
+    rendered = io.StringIO()  # what a real bar would leave in the output, read as text
+    for _ in tqdm(range(2), desc="Loading weights", file=rendered, mininterval=0):
+        pass
+    assert TQDM_BAR.search(rendered.getvalue().replace("\r", "\n")), "the check would see a bar"
+
+    for case, result in trained.items():
+        assert not TQDM_BAR.search(result.output), f"{case}: a progress bar in the job's output"
+        lines = list(STEP_LINE.finditer(result.output))
+        assert [int(m[1]) for m in lines] == [4, 6, 8, 12], case  # logging_steps 4, and checkpoints
+        assert {int(m[2]) for m in lines} == {12}
+        assert all(float(m[6]) > 0 for m in lines), "throughput"
+        assert lines[-1][8] == "0:00:00", "nothing left at the last step"

@@ -99,6 +99,18 @@ def parse_threshold(value: Any) -> float | None:
     return number
 
 
+def parse_choice(*choices: str) -> Callable[[Any], str]:
+    """A parser for one of ``choices`` (any case), e.g. ``input_format``."""
+
+    def parse(value: Any) -> str:
+        text = parse_str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Hyperparameter:
     name: str
@@ -130,6 +142,34 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         parse_bool,
         False,
         "Feed word boxes to the model (LayoutLM). Requires the box column in every split.",
+    ),
+    Hyperparameter(
+        "input_format",
+        parse_choice("auto", "tsv", "conll", "nemo", "jsonl"),
+        "auto",
+        "How the channels' files are read. `auto`: by extension (`.csv`/`.tsv`/`.txt` tab-separated, "
+        "`.conll`/`.iob`/`.bio` CoNLL, `text_*.txt` + `labels_*.txt` NeMo pairs, `.jsonl`/`.json` JSON "
+        "lines); `tsv`, `conll`, `nemo`, `jsonl`: every file of the channels in that format. Formats "
+        "other than TSV are for `ner`.",
+    ),
+    Hyperparameter(
+        "tokens_field", parse_str, "tokens", "JSON lines: the field holding the list of tokens of a row."
+    ),
+    Hyperparameter("tags_field", parse_str, "tags", "JSON lines: the field holding the list of IOB tags."),
+    Hyperparameter(
+        "repair_iob",
+        parse_bool,
+        False,
+        "NER: rewrite orphan `I-X` tags (not continuing an `X` entity) to `B-X` in every split. They are "
+        "counted and reported in the log either way; the entity spans stay those the default metrics and "
+        "serving read, only the trained label changes.",
+    ),
+    Hyperparameter(
+        "seqeval_mode",
+        parse_choice("default", "strict"),
+        "default",
+        "NER dev/test metrics: `default` (seqeval's default, conlleval: an orphan `I-` starts an entity) "
+        'or `strict` (seqeval `mode="strict", scheme=IOB2`: only exact `B-`/`I-` entities count).',
     ),
     Hyperparameter("num_train_epochs", parse_float, 3.0, "Number of training epochs."),
     Hyperparameter(
@@ -306,6 +346,11 @@ class TrainConfig:
     label_column: str
     bbox_column: str
     use_bbox: bool
+    input_format: str
+    tokens_field: str
+    tags_field: str
+    repair_iob: bool
+    seqeval_mode: str
     num_train_epochs: float
     max_steps: int
     per_device_train_batch_size: int

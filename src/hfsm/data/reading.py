@@ -1,4 +1,9 @@
-"""Read SageMaker channels of tab-separated files into rows that remember where they came from."""
+"""Read SageMaker channels into rows that remember where they came from.
+
+Tab-separated files are read here; the other input formats (CoNLL, NeMo, JSON lines) are in
+:mod:`hfsm.data.formats`, which yields the same :class:`Row` objects, so that everything after
+reading (task parsing, IOB checks, features) does not depend on the format.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,18 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DataError, UserError
 
-DATA_SUFFIXES = (".csv", ".tsv", ".txt")
+if TYPE_CHECKING:
+    from .formats import DataFile
+
+TSV_SUFFIXES = (".csv", ".tsv", ".txt")
+CONLL_SUFFIXES = (".conll", ".iob", ".bio")
+JSONL_SUFFIXES = (".jsonl", ".json")
+DATA_SUFFIXES = (*TSV_SUFFIXES, *CONLL_SUFFIXES, *JSONL_SUFFIXES)
+"""Extensions of data files (NeMo pairs are ``.txt``); the local harness looks for ``DATA/train<ext>``."""
 SPLIT_ALIASES = {"train": ("train",), "dev": ("dev", "validation", "valid", "val"), "test": ("test",)}
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -24,12 +37,15 @@ class Row:
     fields: dict[str, str]
     path: str
     line: int
+    word_lines: tuple[int, ...] | None = None
+    """NER formats with one word per line (CoNLL): the line of each word, for exact error locations."""
 
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-def _decode(path: Path) -> str:
+def decode_file(path: Path) -> str:
+    """The file's text (UTF-8, with or without BOM); UTF-16 and invalid UTF-8 fail with the line."""
     raw = path.read_bytes()
     if raw.startswith(_UTF16_BOMS):  # what Excel's "Unicode text" and PowerShell write
         raise DataError(
@@ -73,7 +89,7 @@ def read_table(path: Path, required: Sequence[str], optional: Sequence[str] = ()
     unquoted tab in a text would shift its label into the next column). Lines are numbered from the
     header (line 1); a row whose quoted text spans lines is named by the line it starts on.
     """
-    text = _decode(path)
+    text = decode_file(path)
     if not text.strip():
         raise DataError("is empty; expected a header row and at least one data row", path=str(path))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
@@ -129,55 +145,51 @@ def read_table(path: Path, required: Sequence[str], optional: Sequence[str] = ()
     return rows
 
 
-def _data_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
-    )
-
-
 @dataclass(frozen=True)
 class SplitFiles:
-    train: list[Path]
-    dev: list[Path]
-    test: list[Path]
+    train: list[DataFile]
+    dev: list[DataFile]
+    test: list[DataFile]
 
 
-def locate_splits(input_data_dir: Path) -> SplitFiles:
-    """Find the train/dev/test files.
+def locate_splits(input_data_dir: Path, input_format: str = "auto", ner: bool = True) -> SplitFiles:
+    """Find the train/dev/test files and the format of each (see :func:`hfsm.data.formats.channel_files`).
 
     Either one channel per split (``train``, ``dev``/``validation``, ``test``), or the original
-    layout: one ``train`` channel holding ``train.csv``, ``dev.csv`` and ``test.csv``.
+    layout: one ``train`` channel holding ``train.csv``, ``dev.csv`` and ``test.csv`` (any supported
+    extension; NeMo pairs by the name after ``text_``/``labels_``, e.g. ``text_dev.txt``).
     """
+    from .formats import channel_files, expected_files  # formats reads rows with this module's parsers
+
     train_dir = input_data_dir / "train"
     if not train_dir.is_dir():
-        raise UserError(f"No 'train' channel: expected a folder {train_dir} with tab-separated files.")
-    train_files = _data_files(train_dir)
+        raise UserError(f"No 'train' channel: expected a folder {train_dir} with {expected_files(ner)}.")
+    train_files = channel_files(train_dir, input_format, ner=ner)
 
-    def in_train_channel(split: str) -> list[Path]:
-        return [p for p in train_files if p.stem.lower() in SPLIT_ALIASES[split]]
+    def in_train_channel(split: str) -> list[DataFile]:
+        return [f for f in train_files if f.split_name in SPLIT_ALIASES[split]]
 
-    found: dict[str, list[Path]] = {}
+    found: dict[str, list[DataFile]] = {}
     for split in ("dev", "test"):
         channel = next(
             (input_data_dir / alias for alias in SPLIT_ALIASES[split] if (input_data_dir / alias).is_dir()),
             None,
         )
         if channel is not None:
-            files = _data_files(channel)
+            files = channel_files(channel, input_format, ner=ner)
             if not files:
-                raise UserError(f"Channel '{channel.name}' ({channel}) holds no .csv/.tsv/.txt file.")
+                raise UserError(f"Channel '{channel.name}' ({channel}) holds no {expected_files(ner)}.")
             found[split] = files
         else:
             found[split] = in_train_channel(split)
     embedded = set(in_train_channel("dev")) | set(in_train_channel("test"))
-    train = [p for p in train_files if p not in embedded]
+    train = [f for f in train_files if f not in embedded]
     if not train:
-        raise UserError(f"The 'train' channel ({train_dir}) holds no training .csv/.tsv/.txt file.")
+        raise UserError(f"The 'train' channel ({train_dir}) holds no training file: {expected_files(ner)}.")
     return SplitFiles(train=train, dev=found["dev"], test=found["test"])
 
 
 def read_split(files: Sequence[Path], required: Sequence[str], optional: Sequence[str] = ()) -> Iterator[Row]:
+    """Rows of tab-separated files (:func:`hfsm.data.formats.read_files` reads any format)."""
     for path in files:
         yield from read_table(path, required, optional)

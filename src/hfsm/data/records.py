@@ -21,6 +21,41 @@ _WORD = re.compile(r"\S+")
 _IOB2 = re.compile(r"^(O|[BI]-\S+)$")
 
 
+def is_iob_tag(tag: str) -> bool:
+    """``O``, ``B-TYPE`` or ``I-TYPE``: the tag syntax of IOB1 and IOB2 alike."""
+    return bool(_IOB2.match(tag))
+
+
+def orphan_positions(tags: Sequence[str]) -> list[int]:
+    """Indices of ``I-X`` tags that do not continue an ``X`` entity (after ``O``, another type, or first).
+
+    IOB2 starts every entity with ``B-``; such an ``I-`` is an annotation slip (or IOB1, where ``I-``
+    starts entities). seqeval's default mode, conlleval and serving all read one as the start of an
+    entity, so rewriting it to ``B-`` (:func:`repair_orphans`) changes no entity span under that
+    reading, only the label the model is trained on; seqeval's strict mode drops it instead.
+    Tags must be valid (:func:`is_iob_tag`).
+    """
+    positions = []
+    previous = "O"
+    for index, tag in enumerate(tags):
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            positions.append(index)
+        previous = tag
+    return positions
+
+
+def repair_orphans(tags: Sequence[str]) -> list[str]:
+    """``tags`` with every orphan ``I-X`` (see :func:`orphan_positions`) rewritten to ``B-X``.
+
+    This is also the IOB1 to IOB2 conversion: in IOB1 an ``I-`` starts an entity and ``B-`` only
+    separates two adjacent entities of one type, which stays a ``B-``.
+    """
+    repaired = list(tags)
+    for index in orphan_positions(tags):
+        repaired[index] = "B-" + repaired[index][2:]
+    return repaired
+
+
 def split_words(text: str) -> list[str]:
     """Words are whitespace-separated, in training and serving alike."""
     return text.split()
@@ -84,12 +119,36 @@ class TextExample:
     label: str | float | list[str] | None = None
 
 
+@dataclass(frozen=True)
+class Orphan:
+    """One orphan ``I-`` tag (see :func:`orphan_positions`), located for the training log."""
+
+    path: str
+    line: int
+    """The line of the word where the format has one per word (CoNLL), else the row's line."""
+    word: int
+    """1-based position of the word in its row."""
+    token: str
+    tag: str
+    """The tag as read, before any repair."""
+    previous: str | None
+    """The tag before it, None at the start of a row."""
+
+    def describe(self) -> str:
+        after = f"after {self.previous}" if self.previous is not None else "at the start of the row"
+        return f"file {self.path}, line {self.line}, word {self.word} {self.token!r}: {self.tag} {after}"
+
+
 @dataclass
 class Dataset:
     """Examples of one split plus the label names they use."""
 
     examples: list[NerExample] | list[TextExample]
     labels: set[str] = field(default_factory=set)
+    orphans: list[Orphan] = field(default_factory=list)
+    """NER: orphan ``I-`` tags as read (rewritten to ``B-`` in ``examples`` when ``repaired``)."""
+    orphan_rows: int = 0
+    repaired: bool = False
 
 
 def parse_multilabel(value: str) -> list[str]:
@@ -98,6 +157,15 @@ def parse_multilabel(value: str) -> list[str]:
         return []
     names = next(csv.reader([value], skipinitialspace=True))
     return [name.strip() for name in names if name.strip()]
+
+
+def _orphans(row: Row, words: Sequence[str], tags: Sequence[str]) -> list[Orphan]:
+    found = []
+    for index in orphan_positions(tags):
+        line = row.word_lines[index] if row.word_lines is not None else row.line
+        previous = tags[index - 1] if index else None
+        found.append(Orphan(row.path, line, index + 1, words[index], tags[index], previous))
+    return found
 
 
 def _ner_example(row: Row, text_col: str, label_col: str, bbox_col: str | None) -> NerExample:
@@ -168,13 +236,30 @@ def _text_example(task: str, row: Row, text_col: str, label_col: str) -> TextExa
 
 
 def parse_rows(
-    task: str, rows: Iterable[Row], *, text_col: str, label_col: str, bbox_col: str | None = None
+    task: str,
+    rows: Iterable[Row],
+    *,
+    text_col: str,
+    label_col: str,
+    bbox_col: str | None = None,
+    repair_iob: bool = False,
 ) -> Dataset:
+    """Examples of one split; NER rows are checked for orphan ``I-`` tags, which are counted (and
+    rewritten to ``B-`` with ``repair_iob``) before the label set is taken, so that a repaired ``I-X``
+    that only ever appeared as an orphan does not become a label."""
     examples: list = []
     labels: set[str] = set()
+    orphans: list[Orphan] = []
+    orphan_rows = 0
     for row in rows:
         if task == NER:
             example = _ner_example(row, text_col, label_col, bbox_col)
+            found = _orphans(row, example.words, example.tags or [])
+            if found:
+                orphans.extend(found)
+                orphan_rows += 1
+                if repair_iob:
+                    example.tags = repair_orphans(example.tags or [])
             labels.update(example.tags or [])
         else:
             example = _text_example(task, row, text_col, label_col)
@@ -183,7 +268,29 @@ def parse_rows(
             elif task == MULTILABEL:
                 labels.update(example.label)  # type: ignore[arg-type]
         examples.append(example)
-    return Dataset(examples=examples, labels=labels)
+    return Dataset(
+        examples=examples, labels=labels, orphans=orphans, orphan_rows=orphan_rows, repaired=repair_iob
+    )
+
+
+def iob_report(split: str, dataset: Dataset, examples: int = 3) -> str:
+    """One line for the training log: how many orphan ``I-`` tags ``split`` has, what was done with
+    them, and where the first few are (file, line, word), so that they can be fixed at the source."""
+    rows = len(dataset.examples)
+    if not dataset.orphans:
+        return f"{split}: no orphan I- tags in {rows} rows"
+    action = (
+        "rewritten to B- (repair_iob=true)"
+        if dataset.repaired
+        else "kept as I- (the metrics' default mode and serving read one as the start of an entity; "
+        "repair_iob=true, or --repair-iob of local convert, rewrites them to B-)"
+    )
+    shown = "; ".join(orphan.describe() for orphan in dataset.orphans[:examples])
+    more = f"; and {len(dataset.orphans) - examples} more" if len(dataset.orphans) > examples else ""
+    return (
+        f"{split}: {len(dataset.orphans)} orphan I- tag(s) (an I- that does not continue an entity of its "
+        f"type) in {dataset.orphan_rows} of {rows} rows, {action}: {shown}{more}"
+    )
 
 
 def ordered_labels(task: str, labels: Iterable[str]) -> list[str]:

@@ -87,12 +87,61 @@ def add_local_commands(parser: argparse.ArgumentParser) -> None:
     transform.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     transform.set_defaults(handler=_transform)
 
+    convert = commands.add_parser(
+        "convert",
+        help="convert NER data (CoNLL, NeMo, JSON lines) to the tab-separated files train reads",
+        description="Read NER data in any input format with the checks of a training job and write "
+        "OUTPUT/train.tsv, dev.tsv and test.tsv (columns text, labels), ready for 'local train --data "
+        "OUTPUT' or an S3 channel. IOB1 CoNLL comes out IOB2; orphan I- tags are reported (and rewritten "
+        "to B- with --repair-iob).",
+    )
+    convert.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="a file (dev.* is dev, test.* test, any other name train), a folder of files named by split, "
+        "or a folder with train/ dev/ test/ folders",
+    )
+    convert.add_argument("--output", type=Path, required=True, help="folder for train.tsv, dev.tsv, test.tsv")
+    convert.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "conll", "nemo", "jsonl", "tsv"],
+        help="input format (default: by extension, as the input_format hyperparameter)",
+    )
+    convert.add_argument("--tokens-field", default="tokens", help="JSON lines: field of the token list")
+    convert.add_argument("--tags-field", default="tags", help="JSON lines: field of the tag list")
+    convert.add_argument(
+        "--bbox-field", help="JSON lines field (or TSV column) of word boxes, written as a bbox column"
+    )
+    convert.add_argument(
+        "--repair-iob", action="store_true", help="rewrite orphan I-X tags to B-X (as repair_iob=true)"
+    )
+    convert.set_defaults(handler=_convert)
+
 
 def _train(args: argparse.Namespace) -> None:
     from .train import local_train
     from .tree import parse_hyperparameter_args
 
     local_train(args.work, args.data, parse_hyperparameter_args(args.hyperparameters), args.model, args.image)
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from .convert import convert
+
+    converted = convert(
+        args.input,
+        args.output,
+        args.format,
+        tokens_field=args.tokens_field,
+        tags_field=args.tags_field,
+        bbox_field=args.bbox_field,
+        repair_iob=args.repair_iob,
+    )
+    for split in converted:
+        for line in split.summary():
+            print(line, flush=True)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -18,8 +18,9 @@ import numpy as np
 
 from ..bundle import ModelBundle
 from ..config import TrainConfig, parse_hyperparameters
-from ..data.reading import locate_splits, read_split
-from ..data.records import Dataset, ordered_labels, parse_rows, word_spans
+from ..data.formats import Columns, DataFile, read_files
+from ..data.reading import locate_splits
+from ..data.records import Dataset, iob_report, ordered_labels, parse_rows, word_spans
 from ..data.windows import WordTokenizer
 from ..errors import OutputError, TrainingInterrupted, UserError
 from ..inference.postprocess import (
@@ -56,32 +57,56 @@ class Splits:
 
 
 def read_splits(env: SageMakerEnv, config: TrainConfig) -> Splits:
-    files = locate_splits(env.input_data_dir)
-    required = [config.text_column, config.label_column]
-    bbox_col = config.bbox_column if config.use_bbox else None
-    if bbox_col:
-        required.append(bbox_col)
+    """Read and parse each split in its format; for NER, log each split's orphan ``I-`` tags.
 
-    def parse(paths: list[Path]) -> Dataset | None:
-        if not paths:
+    The orphan report is a warning unless ``repair_iob`` rewrote them: they are slips a person should
+    see (the first few with file and line), and with ``seqeval_mode=strict`` gold orphans in dev/test
+    are entities the metrics do not count.
+    """
+    ner = config.task_name == NER
+    files = locate_splits(env.input_data_dir, config.input_format, ner=ner)
+    bbox_col = config.bbox_column if config.use_bbox else None
+    columns = Columns(
+        text=config.text_column,
+        labels=config.label_column,
+        bbox=bbox_col,
+        tokens_field=config.tokens_field,
+        tags_field=config.tags_field,
+    )
+
+    def parse(name: str, data_files: list[DataFile]) -> Dataset | None:
+        if not data_files:
             return None
-        return parse_rows(
+        notes: list[str] = []
+        dataset = parse_rows(
             config.task_name,
-            read_split(paths, required),
+            read_files(data_files, columns, notes),
             text_col=config.text_column,
             label_col=config.label_column,
             bbox_col=bbox_col,
+            repair_iob=config.repair_iob,
         )
+        for note in notes:
+            log.info("data %s: %s", name, note)
+        if ner:
+            report = f"iob: {iob_report(name, dataset)}"
+            if dataset.orphans and not dataset.repaired:
+                if name != "train" and config.seqeval_mode == "strict":
+                    report += "; with seqeval_mode=strict these gold I- tags start no entity"
+                log.warning(report)
+            else:
+                log.info(report)
+        return dataset
 
-    train = parse(files.train)
+    train = parse("train", files.train)
     assert train is not None
     log.info(
         "data: train %s, dev %s, test %s",
-        [str(p) for p in files.train],
-        [str(p) for p in files.dev],
-        [str(p) for p in files.test],
+        [str(f) for f in files.train],
+        [str(f) for f in files.dev],
+        [str(f) for f in files.test],
     )
-    return Splits(train=train, dev=parse(files.dev), test=parse(files.test))
+    return Splits(train=train, dev=parse("dev", files.dev), test=parse("test", files.test))
 
 
 def _best_metric(config: TrainConfig, task: TaskSpec) -> tuple[str, bool]:
@@ -252,6 +277,7 @@ class TrainingRun:
         trainer.compute_metrics = None
         threshold = config.multilabel_threshold
         results: dict[str, Any] = {}
+        evaluated: dict[str, tuple[Any, Any]] = {}  # gold and predictions per split, for the report
         dev_outputs = None
         if "dev" in encoded:
             dev_outputs = self._best_dev_outputs(trainer, encoded["dev"])
@@ -266,7 +292,10 @@ class TrainingRun:
                 continue
             split = getattr(splits, name)
             gold, pred = gold_and_pred(task.name, split.examples, outputs, self.id2label, self.label2id)
-            _, detail = task_metrics.score(task.name, gold, pred, labels, self.threshold)
+            evaluated[name] = (gold, pred)
+            _, detail = task_metrics.score(
+                task.name, gold, pred, labels, self.threshold, seqeval_mode=config.seqeval_mode
+            )
             results[name] = detail
             for line in task_metrics.metric_lines(name, task_metrics.summarize_detail(detail)):
                 log.info(line)
@@ -284,6 +313,20 @@ class TrainingRun:
         results["train"] = train_metrics
         log.info("train_loss=%.6f", train_metrics.get("train_loss", float("nan")))
         self._save(trainer, tokenizer, results)
+        if trainer.is_world_process_zero():  # after the model and metrics: a failure here only warns
+            from .report import write_report_or_warn
+
+            write_report_or_warn(
+                self.env.output_data_dir,
+                task.name,
+                results,
+                labels,
+                evaluated,
+                trainer.state.log_history,
+                args.metric_for_best_model,
+                args.greater_is_better is not False,
+                self.threshold,
+            )
         return results
 
     def _labels(self, splits: Splits) -> list[str]:
@@ -340,6 +383,11 @@ class TrainingRun:
             ResumeAtEndCallback(),
             packing_state,
         ]
+        from .report import tensorboard_callback  # output/tensorboard (transformers 5 has no logging_dir)
+
+        tensorboard = tensorboard_callback(self.env.output_dir / "tensorboard")
+        if tensorboard is not None:
+            callbacks.append(tensorboard)
         if self.config.early_stopping_patience and args.eval_strategy != "no":
             callbacks.append(
                 EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping_patience)
@@ -357,7 +405,9 @@ class TrainingRun:
                 gold, pred = gold_and_pred(
                     self.task.name, dev_examples, outputs, self.id2label, self.label2id
                 )
-                summary, _ = task_metrics.score(self.task.name, gold, pred, self.labels, threshold)
+                summary, _ = task_metrics.score(
+                    self.task.name, gold, pred, self.labels, threshold, seqeval_mode=self.config.seqeval_mode
+                )
                 return summary
 
         collator = Collator(
