@@ -236,6 +236,7 @@ def test_progress_is_one_plain_line_per_logging_step(trained: dict[str, TrainRes
 
     for case, result in trained.items():
         assert not TQDM_BAR.search(result.output), f"{case}: a progress bar in the job's output"
+        assert "\x1b[" not in result.output, f"{case}: a terminal escape in the job's output"
         lines = list(STEP_LINE.finditer(result.output))
         assert [int(m[1]) for m in lines] == [4, 6, 8, 12], case  # logging_steps 4, and checkpoints
         assert {int(m[2]) for m in lines} == {12}

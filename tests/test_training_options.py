@@ -94,6 +94,9 @@ def test_auto_class_weights_balance_the_labels() -> None:
     weights = class_weight_vector("auto", {0: 90, 1: 9, 2: 1}, ["O", "B-PER", "I-PER", "B-LOC"])
     assert weights == pytest.approx([100 / (3 * 90), 100 / (3 * 9), 100 / 3, 1.0])
     assert class_weight_vector({"B-PER": 3.0}, {}, ["O", "B-PER"]) == [1.0, 3.0]
+    # sqrt: 1/sqrt(count) scaled so that the 91 items weigh 91 in all: 7/9, 7/3, 7; unseen B-LOC 1
+    sqrt = class_weight_vector("sqrt", {0: 81, 1: 9, 2: 1}, ["O", "B-PER", "I-PER", "B-LOC"])
+    assert sqrt == pytest.approx([7 / 9, 7 / 3, 7.0, 1.0])
     assert class_weight_vector("none", {0: 1}, ["O"]) is None
     with pytest.raises(UserError, match=r"names labels the data does not have: \['B-XYZ'\]"):
         class_weight_vector({"B-XYZ": 2.0}, {}, ["O", "B-PER"])
@@ -130,7 +133,7 @@ def test_job_logs_and_uses_auto_class_weights(tmp_path: Path, base_models: dict[
         ("regression", {"class_weights": "auto"}, "weights labels of ner and classif only"),
         ("ner", {"optim": "adamw_torhc"}, "Did you mean 'adamw_torch'"),
         ("ner", {"lr_scheduler_type": "cosin"}, "Did you mean 'cosine'"),
-        ("ner", {"class_weights": "balanced"}, "expected auto, none or a JSON object"),
+        ("ner", {"class_weights": "balanced"}, "expected auto, sqrt, none or a JSON object"),
         ("ner", {"lora_dropout": 1.5}, "lora_dropout"),
     ],
 )

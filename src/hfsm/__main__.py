@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import OutputError, TrainingInterrupted, TrainingProcessesFailed, UserError
+from .logs import configure_logging
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
@@ -24,18 +25,6 @@ EXIT_INTERRUPTED = 143
 FAILURE_SHOWN = 1024  # characters of output/failure that SageMaker shows in DescribeTrainingJob
 
 log = logging.getLogger("hfsm")
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("HFSM_LOG_LEVEL", "INFO").upper(),
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    for noisy in ("transformers", "accelerate", "torch"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def failure_text(exc: BaseException) -> str:

@@ -71,16 +71,16 @@ def parse_auto_bool(value: Any) -> bool | None:
 
 
 def parse_class_weights(value: Any) -> str | dict[str, float]:
-    """``auto``, ``none``, or a JSON object of label name to a positive weight (others weigh 1)."""
-    if isinstance(value, str) and value.strip().lower() in {"auto", "none"}:
+    """``auto``, ``sqrt``, ``none``, or a JSON object of label name to a positive weight (others 1)."""
+    if isinstance(value, str) and value.strip().lower() in {"auto", "sqrt", "none"}:
         return value.strip().lower()
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise ValueError('expected auto, none or a JSON object such as {"B-PER": 2.0}') from None
+            raise ValueError('expected auto, sqrt, none or a JSON object such as {"B-PER": 2.0}') from None
     if not isinstance(value, dict) or not value:
-        raise ValueError('expected auto, none or a JSON object such as {"B-PER": 2.0}')
+        raise ValueError('expected auto, sqrt, none or a JSON object such as {"B-PER": 2.0}')
     weights = {}
     for name, weight in value.items():
         number = parse_float(weight)
@@ -207,8 +207,9 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         parse_class_weights,
         "none",
         "ner and classif: weigh each label's loss. `auto`: inversely to its frequency in train (each "
-        "label's items weigh N / (labels x its count), so they weigh 1 on average); a JSON object "
-        '`{"B-PER": 2.0}` sets some (others 1); `none`: equal.',
+        "label's items weigh N / (labels x its count)); `sqrt`: inversely to the square root of its "
+        "frequency (milder: NER's `O` keeps weight); both scaled so that the items weigh 1 on average; "
+        'a JSON object `{"B-PER": 2.0}` sets some (others 1); `none`: equal.',
     ),
     Hyperparameter(
         "apply_lora",

@@ -230,9 +230,10 @@ class TrainingRun:
 
     def run(self) -> dict[str, Any]:
         from transformers import set_seed
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # carriage-return bars garble CloudWatch logs
+        from ..logs import route_transformers_logs
+
+        route_transformers_logs()  # our line format; no progress bars or escapes in CloudWatch
 
         started = time.monotonic()
         config, task = self.config, self.task
