@@ -138,13 +138,20 @@ def in_process_predictor(model: Path, threads: int, quantize: str = "none") -> A
 
 
 def server_throughput(
-    model: Path, texts: Sequence[str], threads: int, repeats: int, log_dir: Path, quantize: str = "none"
+    model: Path,
+    texts: Sequence[str],
+    threads: int,
+    repeats: int,
+    log_dir: Path,
+    quantize: str = "none",
+    autocast: str = "none",
 ) -> dict[str, Any]:
     """Our real server, fed MULTI_RECORD JSON Lines payloads one at a time as Batch Transform does."""
     from hfsm.local.transform import MB, Invoker, fetch_execution_parameters, pack_records
 
     latencies: list[float] = []
-    with live_server(model, log_dir, threads, {"HFSM_QUANTIZE": quantize}, f"throughput-{quantize}") as (
+    settings = {"HFSM_QUANTIZE": quantize, "HFSM_AUTOCAST": autocast}
+    with live_server(model, log_dir, threads, settings, f"throughput-{quantize}-{autocast}") as (
         server,
         ready_s,
     ):
@@ -170,6 +177,7 @@ def server_throughput(
     return {
         **timing,
         "quantize": quantize,
+        "autocast": autocast,
         "requests": len(payloads),
         "records_per_request_max": max(len(records) for records in payloads),
         "payload_bytes_max": max(sum(len(line) + 1 for line in records) for records in payloads),
@@ -236,7 +244,7 @@ def pipeline_throughput(
 def measure_sides(
     args: argparse.Namespace, model: Path, texts: Sequence[str], task: str, **pipeline_options: Any
 ) -> dict[str, dict[str, Any]]:
-    """Our server (fp32, then int8), our bare predictor, then ``pipeline(task)``: one at a time,
+    """Our server (fp32, int8, bf16 autocast), our bare predictor, then ``pipeline(task)``: one at a time,
     never two measurements sharing the cores. ``args`` come from :func:`throughput_arguments`."""
     threads, repeats = args.threads, args.repeats
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
@@ -252,6 +260,10 @@ def measure_sides(
             (
                 "ours_server_int8",
                 lambda: server_throughput(model, texts, threads, repeats, Path(logs), "int8"),
+            ),
+            (
+                "ours_server_bf16",
+                lambda: server_throughput(model, texts, threads, repeats, Path(logs), autocast="bf16"),
             ),
             ("ours_bare_forward", lambda: bare_throughput(model, texts, threads, repeats)),
             ("pipeline", reference),

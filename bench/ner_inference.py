@@ -13,7 +13,8 @@ It measures, in this order and never two at once:
    ``MaxPayloadInMB`` from ``/execution-parameters``, lines packed into ``MULTI_RECORD`` payloads by
    the harness's own :func:`hfsm.local.transform.pack_records`, one request at a time. One small
    warm-up request first, then records/s over the whole set (HTTP, JSON and all).
-2. **ours (server, int8)**: the same with ``HFSM_QUANTIZE=int8``, the opt-in fast path.
+2. **ours (server, int8)**: the same with ``HFSM_QUANTIZE=int8``, the opt-in fast path; then with
+   ``HFSM_AUTOCAST=bf16`` (float32 weights, bf16 matrix products), the other one.
 3. **bare forward**: ``Predictor.predict(records)`` in this process, on all the records at once: the
    prediction core without HTTP, to give the server's overhead.
 4. **reference**: ``transformers.pipeline("token-classification", aggregation_strategy="first")``
@@ -138,6 +139,7 @@ def compare(
     sentences: Sequence[Sentence],
     ours: Sequence[dict[str, Any]],
     int8: Sequence[dict[str, Any]],
+    bf16: Sequence[dict[str, Any]],
     bare: Sequence[dict[str, Any]],
     pipe: Sequence[list[dict]],
 ) -> dict[str, Any]:
@@ -151,12 +153,14 @@ def compare(
     converted = [pipeline_word_tags(s.text, entities) for s, entities in zip(sentences, pipe, strict=True)]
     pipe_tags = [tags for tags, _ in converted]
     int8_tags = [output["pred"] for output in int8]
+    bf16_tags = [output["pred"] for output in bf16]
     gold = [s.gold for s in sentences]
     ours_spans = [{(e["type"], e["start"], e["end"]) for e in output["entities"]} for output in ours]
     pipe_spans = [{(e["entity_group"], int(e["start"]), int(e["end"])) for e in out} for out in pipe]
     scores = {
         "ours_fp32": seqeval_scores(gold, ours_tags),
         "ours_int8": seqeval_scores(gold, int8_tags),
+        "ours_bf16": seqeval_scores(gold, bf16_tags),
         "pipeline": seqeval_scores(gold, pipe_tags),
     }
     return {
@@ -164,11 +168,13 @@ def compare(
         "ours_vs_pipeline": agreement(ours_tags, pipe_tags),
         "ours_vs_pipeline_character_spans": entity_f1(ours_spans, pipe_spans),
         "int8_vs_fp32": agreement(int8_tags, ours_tags),
+        "bf16_vs_fp32": agreement(bf16_tags, ours_tags),
         "pipeline_entities": sum(map(len, pipe)),
         "pipeline_entities_off_word_boundaries": sum(off for _, off in converted),
         "server_equals_bare_forward_tags": ours_tags == [output["pred"] for output in bare],
         "seqeval_vs_gold": scores,
         "int8_f1_drop_points": 100 * (scores["ours_fp32"]["f1"] - scores["ours_int8"]["f1"]),
+        "bf16_f1_drop_points": 100 * (scores["ours_fp32"]["f1"] - scores["ours_bf16"]["f1"]),
     }
 
 
@@ -183,6 +189,7 @@ def print_table(results: dict[str, Any]) -> None:
     rows = [
         ("ours: server fp32 (HTTP, MULTI_RECORD)", "ours_server", "requests"),
         ("ours: server int8 (HFSM_QUANTIZE=int8)", "ours_server_int8", "requests"),
+        ("ours: server bf16 (HFSM_AUTOCAST=bf16)", "ours_server_bf16", "requests"),
         ("ours: bare Predictor.predict fp32", "ours_bare_forward", "batch_size"),
         ("HF pipeline (aggregation first)", "pipeline", "batch_size"),
     ]
@@ -193,15 +200,21 @@ def print_table(results: dict[str, Any]) -> None:
     for name, ratio in results["ratios"].items():
         print(f"{name:38s} {ratio:8.2f}")
     print()
-    for label, key in (("ours vs pipeline", "ours_vs_pipeline"), ("int8 vs fp32    ", "int8_vs_fp32")):
+    versus_keys = (
+        ("ours vs pipeline", "ours_vs_pipeline"),
+        ("int8 vs fp32    ", "int8_vs_fp32"),
+        ("bf16 vs fp32    ", "bf16_vs_fp32"),
+    )
+    for label, key in versus_keys:
         versus = compared[key]
         print(
             f"{label}: word tags {versus['word_tag_agreement_pct']:.2f}% identical, "
             f"entities {versus['identical_entities_pct']:.2f}% identical (word level)"
         )
-    for side in ("ours_fp32", "ours_int8", "pipeline"):
+    for side in ("ours_fp32", "ours_int8", "ours_bf16", "pipeline"):
         print(f"seqeval F1 vs gold, {side:10s} {100 * gold[side]['f1']:.2f}")
     print(f"int8 F1 drop: {compared['int8_f1_drop_points']:.2f} points")
+    print(f"bf16 F1 drop: {compared['bf16_f1_drop_points']:.2f} points")
     print(f"server tags == bare forward tags: {compared['server_equals_bare_forward_tags']}")
 
 
@@ -218,10 +231,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_at_start = os.getloadavg()
     measured = measure_sides(args, model, texts, "token-classification", aggregation_strategy="first")
 
-    server, int8, bare, pipe = (
-        measured[name] for name in ("ours_server", "ours_server_int8", "ours_bare_forward", "pipeline")
-    )
-    outputs = (server["outputs"], int8["outputs"], bare["outputs"], pipe["outputs"])
+    names = ("ours_server", "ours_server_int8", "ours_server_bf16", "ours_bare_forward", "pipeline")
+    server, int8, bf16, bare, pipe = (measured[name] for name in names)
+    outputs = (server["outputs"], int8["outputs"], bf16["outputs"], bare["outputs"], pipe["outputs"])
     results: dict[str, Any] = {
         "command": command,
         "model": str(model),
@@ -237,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "ratios": {
             "server_fp32_over_pipeline": server["records_per_s"] / pipe["records_per_s"],
             "server_int8_over_pipeline": int8["records_per_s"] / pipe["records_per_s"],
+            "server_bf16_over_pipeline": bf16["records_per_s"] / pipe["records_per_s"],
             "bare_fp32_over_pipeline": bare["records_per_s"] / pipe["records_per_s"],
             "server_overhead_pct_vs_bare": 100 * (server["seconds"] / bare["seconds"] - 1),
         },

@@ -265,3 +265,53 @@ def test_int8_quantization_answers_like_the_fp32_model(trained: dict[str, TrainR
 def test_int8_quantization_is_refused_on_a_gpu(trained: dict[str, TrainResult]) -> None:
     with pytest.raises(UserError, match="CPU only"):
         predictor_module.quantize_int8(object(), "cuda")
+
+
+def test_bf16_autocast_runs_the_products_in_bf16_and_answers_like_float32(
+    trained: dict[str, TrainResult],
+) -> None:
+    import torch
+
+    text = "Hello from New York , said @paulwalk in a longer sentence than the others"
+    shorter = "Peter Blackburn"
+    for name in ("ner", "classif"):
+        plain = Predictor.load(trained[name].model_dir, PredictOptions(torch_threads=1))
+        fast = Predictor.load(trained[name].model_dir, PredictOptions(torch_threads=1, autocast="bf16"))
+        fast.warmup()
+        assert next(fast.model.parameters()).dtype == torch.float32, "the weights stay float32"
+        seen: list[torch.dtype] = []
+        layer = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Linear))
+        hook = layer.register_forward_hook(lambda module, args, output, seen=seen: seen.append(output.dtype))
+        records = [{"text": text}, {"text": shorter}]
+        answers, expected = fast.predict(records), plain.predict(records)
+        hook.remove()
+        assert seen and set(seen) == {torch.bfloat16}
+        for got, want in zip(answers, expected, strict=True):
+            if name == "classif":
+                assert got["scores"].keys() == want["scores"].keys()
+                for label, score in want["scores"].items():
+                    assert got["scores"][label] == pytest.approx(score, abs=0.02), label
+                continue
+            assert len(got["pred"]) == len(want["pred"])
+            same = [
+                (a, b)
+                for a, b, x, y in zip(got["proba"], want["proba"], got["pred"], want["pred"], strict=True)
+                if x == y
+            ]
+            assert len(same) >= len(got["pred"]) - 1, "at most a near-tie may flip"
+            assert all(a == pytest.approx(b, abs=0.02) for a, b in same)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"autocast": "fp16"}, "fp16 runs on GPUs only; use bf16 on a CPU"),
+        ({"autocast": "bf16", "quantize": "int8"}, "cannot be combined"),
+        ({"autocast": "fp8"}, "expected none, bf16 or fp16"),
+    ],
+)
+def test_autocast_settings_that_cannot_work_are_refused(
+    trained: dict[str, TrainResult], options: dict, message: str
+) -> None:
+    with pytest.raises(UserError, match=message):
+        Predictor.load(trained["classif"].model_dir, PredictOptions(torch_threads=1, device="cpu", **options))

@@ -131,6 +131,10 @@ def test_settings_defaults_follow_the_sagemaker_contract() -> None:
     tuned = ServingSettings.from_environ({"HFSM_BATCH_WAIT_MS": "0", "HFSM_QUANTIZE": "INT8"})
     assert (tuned.batch_wait_ms, tuned.predict.quantize) == (0.0, "int8")
     assert settings.predict.pack_sequences is None  # auto: decided at warm-up
+    assert settings.predict.autocast == "none"
+    assert ServingSettings.from_environ({"HFSM_AUTOCAST": "BF16"}).predict.autocast == "bf16"
+    with pytest.raises(UserError, match=r"HFSM_AUTOCAST='half': expected none, bf16 or fp16"):
+        ServingSettings.from_environ({"HFSM_AUTOCAST": "half"})
     for raw, expected in (("auto", None), ("false", False), ("TRUE", True), ("0", False)):
         assert ServingSettings.from_environ({"HFSM_PACK_SEQUENCES": raw}).predict.pack_sequences is expected
     assert ServingSettings.from_environ({"SAGEMAKER_BASE_DIR": "/base"}).model_dir == Path("/base/model")

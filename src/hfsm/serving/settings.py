@@ -90,6 +90,7 @@ class ServingSettings:
                 torch_threads=torch_threads,
                 quantize=_read(env, "HFSM_QUANTIZE", "none", _quantize),
                 pack_sequences=_read(env, "HFSM_PACK_SEQUENCES", None, _auto_bool),
+                autocast=_read(env, "HFSM_AUTOCAST", "none", _autocast),
             ),
         )
 
@@ -167,6 +168,7 @@ def _one_of(*choices: str) -> Callable[[str], str]:
 
 
 _quantize = _one_of("none", "int8")
+_autocast = _one_of("none", "bf16", "fp16")
 _log_level = _one_of("debug", "info", "warning", "error", "critical")
 
 
