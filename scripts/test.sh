@@ -45,7 +45,7 @@ ruff format --check . || lint=1
 
 echo "== pytest"
 set +e
-python -m pytest -m "not slow" "$@"
+python -m pytest -m "not slow" --durations=15 "$@"
 code=$?
 set -e
 if ((code == 0 && lint != 0)); then

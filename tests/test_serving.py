@@ -330,3 +330,31 @@ def test_serve_fails_fast_without_a_model(tmp_path: Path) -> None:
     server = LiveServer.start(tmp_path / "missing", tmp_path / "logs")
     assert server.process.wait(60) == 1
     assert "hfsm.json is missing" in server.logs()
+
+
+def test_bf16_autocast_serves_over_http_and_fp16_on_a_cpu_fails_the_health_check(
+    trained: dict[str, TrainResult], tmp_path: Path
+) -> None:
+    model = trained["ner"].model_dir
+    servers = {
+        name: LiveServer.start(model, tmp_path / "logs", {"HFSM_AUTOCAST": name, "HFSM_DEVICE": "cpu"}, name)
+        for name in ("bf16", "fp16")
+    }
+    try:
+        fast = servers["bf16"].wait_ready()
+        deadline = time.monotonic() + 60
+        while (health := servers["fp16"].get("/ping")).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)  # still loading
+        assert health.status_code == 500, health.text
+        assert health.json() == {
+            "status": "failed",
+            "error": "UserError: HFSM_AUTOCAST=fp16 runs on GPUs only; use bf16 on a CPU",
+        }
+        text = "Peter Blackburn flew from Brussels to New York"
+        predictions = ok_json(fast.post(json.dumps({"data": [{"text": text}, {"text": "Germany"}]})))
+        first, second = predictions["predictions"]
+        assert len(first["pred"]) == len(first["proba"]) == len(text.split())
+        assert len(second["pred"]) == 1
+        assert "bf16 autocast" in fast.logs()
+    finally:
+        stop_all(servers.values())
