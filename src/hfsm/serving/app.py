@@ -33,11 +33,10 @@ DISCARD_SECONDS = 5.0
 
 
 def load_predictor(settings: ServingSettings) -> PredictorLike:
-    from transformers.utils import logging as hf_logging
-
     from ..inference.predictor import Predictor
+    from ..logs import route_transformers_logs
 
-    hf_logging.disable_progress_bar()  # per-file bars are noise in an endpoint's logs
+    route_transformers_logs()  # our line format on stdout; no per-file progress bars in an endpoint's logs
     return Predictor.load(settings.model_dir, settings.predict)
 
 
