@@ -278,6 +278,25 @@ def share_first_process_weights(model: Any) -> None:
     log.info("process %d: weights of process 0 (the best checkpoint) in place", dist.get_rank())
 
 
+def close_process_group(finished: bool) -> None:
+    """End ``torch.distributed`` before the process exits, if the Trainer started it.
+
+    A process that leaves with its process group alive can abort while the interpreter shuts down
+    (``terminate called without an active exception``, SIGABRT), seen on a process of a job that had
+    succeeded: torchrun then fails the job and the other host waits for it at its exit barrier.
+    After a finished job every process first waits for the others (process 0 still writes the
+    model and the report), so none leaves while the group is in use; after a failure the others may
+    never arrive, so the group is only closed.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def agreed_checkpoint(found: Path | None) -> Path | None:
     """The checkpoint to resume from, the same for every process (or a clear error when not)."""
     import torch.distributed as dist

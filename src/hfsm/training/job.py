@@ -621,4 +621,12 @@ def check_artifacts(model_dir: Path, metrics: Path) -> None:
 
 
 def train(env: SageMakerEnv) -> dict[str, Any]:
-    return TrainingRun(env).run()
+    from .distributed import close_process_group
+
+    try:
+        results = TrainingRun(env).run()
+    except BaseException:
+        close_process_group(finished=False)
+        raise
+    close_process_group(finished=True)
+    return results
