@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from hfsm.training import metrics as task_metrics
-from hfsm.training import report
+from hfsm.training import report, report_plots
 from hfsm.training.callbacks import LogLinesCallback
 
 
@@ -130,9 +130,12 @@ def test_learning_curves_from_the_log_history() -> None:
     assert data.best_step == 6, "a tie keeps the first best, as the Trainer does"
     assert report.curves(LOG_HISTORY, "eval_mse", greater=False).best_step == 12
     assert report.curves(LOG_HISTORY, None).metric_steps == []
-    width, height = report.CURVES_SIZE
+    width, height = report_plots.CURVES_SIZE
     for args in ((data, "f1"), (report.curves([], None), None)):
-        assert png_size(report.learning_curves_png(*args)) == (width * report.DPI, height * report.DPI)
+        assert png_size(report_plots.learning_curves_png(*args)) == (
+            width * report_plots.DPI,
+            height * report_plots.DPI,
+        )
 
 
 def test_confusion_png_grows_with_the_label_set() -> None:
@@ -140,15 +143,15 @@ def test_confusion_png_grows_with_the_label_set() -> None:
     for n in (3, 20, 77):
         names = [f"class_{i}" for i in range(n)]
         matrix = report.Confusion(names, names, np.eye(n, dtype=np.int64) * 3, "example")
-        width, height = report.confusion_figure_size(n, n)
-        assert png_size(report.confusion_png(matrix, "dev")) == (
-            round(width * report.DPI),
-            round(height * report.DPI),
+        width, height = report_plots.confusion_figure_size(n, n)
+        assert png_size(report_plots.confusion_png(matrix, "dev")) == (
+            round(width * report_plots.DPI),
+            round(height * report_plots.DPI),
         )
         sizes.append(width)
     assert sizes[0] < sizes[1] < sizes[2] <= 30
-    assert report.confusion_figure_size(77, 77)[1] >= 77 * 0.2, "at least 0.2 inch per class"
-    widths = [report.confusion_figure_size(n, n)[0] for n in range(1, 120)]
+    assert report_plots.confusion_figure_size(77, 77)[1] >= 77 * 0.2, "at least 0.2 inch per class"
+    widths = [report_plots.confusion_figure_size(n, n)[0] for n in range(1, 120)]
     assert widths == sorted(widths), "never smaller for more classes"
 
 
@@ -179,10 +182,10 @@ def test_write_report_for_77_classes(tmp_path: Path) -> None:
         "learning_curves.png",
         "report.html",
     }
-    width, height = report.confusion_figure_size(77, 77)
+    width, height = report_plots.confusion_figure_size(77, 77)
     assert png_size((tmp_path / "confusion_matrix_dev.png").read_bytes()) == (
-        round(width * report.DPI),
-        round(height * report.DPI),
+        round(width * report_plots.DPI),
+        round(height * report_plots.DPI),
     )
 
     saved = json.loads((tmp_path / "evaluation_report.json").read_text(encoding="utf-8"))
@@ -249,10 +252,10 @@ def test_write_report_ner_multilabel_regression(tmp_path: Path) -> None:
     )
     files = {path.name for path in (tmp_path / "reg").iterdir()}
     assert "pred_vs_gold_dev.png" in files and not any(name.startswith("confusion") for name in files)
-    width, height = report.SCATTER_SIZE
+    width, height = report_plots.SCATTER_SIZE
     assert png_size((tmp_path / "reg" / "pred_vs_gold_dev.png").read_bytes()) == (
-        width * report.DPI,
-        height * report.DPI,
+        width * report_plots.DPI,
+        height * report_plots.DPI,
     )
     saved = json.loads((tmp_path / "reg" / "evaluation_report.json").read_text())
     assert saved["splits"]["dev"] == {"summary": reg_metrics["dev"]}

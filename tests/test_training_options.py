@@ -15,8 +15,8 @@ from hfsm.config import parse_hyperparameters
 from hfsm.errors import UserError
 from hfsm.inference.predictor import PredictOptions, Predictor
 from hfsm.tasks import get_task
+from hfsm.training.arguments import training_arguments
 from hfsm.training.checkpoints import latest_complete_checkpoint
-from hfsm.training.job import _training_arguments
 from hfsm.training.losses import TaskLoss, class_weight_vector
 from sagemaker_tree import DATA_DIR, TrainResult, make_tree, run_train
 
@@ -158,7 +158,7 @@ def test_optimizer_schedule_clipping_and_batch_search_reach_the_trainer(tmp_path
             "auto_find_batch_size": True,
         }
     )
-    args = _training_arguments(config, get_task("ner"), tmp_path, has_dev=False)
+    args = training_arguments(config, get_task("ner"), tmp_path, has_dev=False)
     assert (args.optim.value, args.lr_scheduler_type.value) == ("sgd", "cosine")
     assert (args.max_grad_norm, args.auto_find_batch_size) == (0.5, True)
 

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..bundle import ModelBundle
-from ..config import TrainConfig, parse_hyperparameters
-from ..data.formats import Columns, DataFile, read_files
-from ..data.reading import locate_splits
-from ..data.records import Dataset, iob_report, ordered_labels, parse_rows, word_spans
+from ..config import parse_hyperparameters
+from ..data.records import Dataset, ordered_labels, word_spans
 from ..data.windows import WordTokenizer
 from ..errors import OutputError, TrainingInterrupted, UserError
 from ..inference.postprocess import (
@@ -30,165 +25,18 @@ from ..inference.postprocess import (
     regression_prediction,
 )
 from ..sagemaker import SageMakerEnv
-from ..tasks import CLASSIF, LOWER_IS_BETTER, MULTILABEL, NER, REGRESSION, TaskSpec, get_task
+from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION, get_task
 from . import metrics as task_metrics
+from .arguments import training_arguments
 from .checkpoints import latest_complete_checkpoint, mean_training_loss, safetensors_problem
-from .distributed import agreed_checkpoint, ddp_arguments, log_share, share_first_process_weights
+from .distributed import agreed_checkpoint, log_share, share_first_process_weights
 from .features import EncodedSplit, LengthSortedSplit, encode_split
 from .lora import final_model, is_lora, with_lora
 from .model_loading import load_tokenizer_and_model, resolve_model_source
 from .predictions import example_outputs, gold_and_pred
+from .splits import Splits, read_splits
 
 log = logging.getLogger("hfsm.train")
-
-METRIC_NAMES = {
-    NER: {"precision", "recall", "f1", "accuracy", "loss"},
-    CLASSIF: {"accuracy", "f1_macro", "f1_micro", "loss"},
-    MULTILABEL: {"f1_micro", "f1_macro", "subset_accuracy", "loss"},
-    REGRESSION: {"mse", "mae", "pearson", "spearman", "loss"},
-}
-
-
-@dataclass
-class Splits:
-    train: Dataset
-    dev: Dataset | None
-    test: Dataset | None
-
-
-def read_splits(env: SageMakerEnv, config: TrainConfig) -> Splits:
-    """Read and parse each split in its format; for NER, log each split's orphan ``I-`` tags.
-
-    The orphan report is a warning unless ``repair_iob`` rewrote them: they are slips a person should
-    see (the first few with file and line), and with ``seqeval_mode=strict`` gold orphans in dev/test
-    are entities the metrics do not count.
-    """
-    ner = config.task_name == NER
-    files = locate_splits(env.input_data_dir, config.input_format, ner=ner)
-    bbox_col = config.bbox_column if config.use_bbox else None
-    columns = Columns(
-        text=config.text_column,
-        labels=config.label_column,
-        bbox=bbox_col,
-        tokens_field=config.tokens_field,
-        tags_field=config.tags_field,
-    )
-
-    def parse(name: str, data_files: list[DataFile]) -> Dataset | None:
-        if not data_files:
-            return None
-        notes: list[str] = []
-        dataset = parse_rows(
-            config.task_name,
-            read_files(data_files, columns, notes),
-            text_col=config.text_column,
-            label_col=config.label_column,
-            bbox_col=bbox_col,
-            repair_iob=config.repair_iob,
-        )
-        for note in notes:
-            log.info("data %s: %s", name, note)
-        if ner:
-            report = f"iob: {iob_report(name, dataset)}"
-            if dataset.orphans and not dataset.repaired:
-                if name != "train" and config.seqeval_mode == "strict":
-                    report += "; with seqeval_mode=strict these gold I- tags start no entity"
-                log.warning(report)
-            else:
-                log.info(report)
-        return dataset
-
-    train = parse("train", files.train)
-    assert train is not None
-    log.info(
-        "data: train %s, dev %s, test %s",
-        [str(f) for f in files.train],
-        [str(f) for f in files.dev],
-        [str(f) for f in files.test],
-    )
-    return Splits(train=train, dev=parse("dev", files.dev), test=parse("test", files.test))
-
-
-def _best_metric(config: TrainConfig, task: TaskSpec) -> tuple[str, bool]:
-    name = config.metric_for_best_model or task.best_metric
-    name = name.removeprefix("eval_").removeprefix("dev_")
-    if name not in METRIC_NAMES[task.name]:
-        raise UserError(
-            f"Hyperparameter 'metric_for_best_model' = {name!r} is not a {task.name} metric; "
-            f"choose one of {', '.join(sorted(METRIC_NAMES[task.name]))}."
-        )
-    return name, name not in LOWER_IS_BETTER
-
-
-def _training_arguments(config: TrainConfig, task: TaskSpec, checkpoint_dir: Path, has_dev: bool) -> Any:
-    import torch
-    from transformers import TrainingArguments
-    from transformers.trainer_utils import SchedulerType
-    from transformers.training_args import OptimizerNames
-
-    strategy = config.eval_strategy
-    if strategy == "auto":
-        strategy = ("steps" if config.eval_steps else "epoch") if has_dev else "no"
-    if strategy != "no" and not has_dev:
-        raise UserError(f"eval_strategy '{strategy}' needs a dev split (a 'dev' channel or dev.csv).")
-    if config.fp16 and not torch.cuda.is_available():
-        raise UserError("fp16 needs a GPU; use bf16 on CPU or turn fp16 off.")
-    evaluating = strategy != "no"
-    if strategy == "steps":
-        save_strategy, save_steps = "steps", config.eval_steps
-        if config.save_steps and config.save_steps % config.eval_steps == 0:
-            save_steps = config.save_steps
-    elif strategy == "epoch":
-        save_strategy, save_steps = "epoch", 500
-    else:
-        save_strategy, save_steps = ("steps", config.save_steps) if config.save_steps else ("epoch", 500)
-    metric, greater = _best_metric(config, task)
-    return TrainingArguments(
-        output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=float(config.warmup_ratio),
-        optim=_choice("optim", config.optim, [name.value for name in OptimizerNames]),
-        lr_scheduler_type=_choice(
-            "lr_scheduler_type", config.lr_scheduler_type, [name.value for name in SchedulerType]
-        ),
-        max_grad_norm=config.max_grad_norm,
-        auto_find_batch_size=config.auto_find_batch_size,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        seed=config.seed,
-        fp16=config.fp16,
-        bf16=config.bf16,
-        eval_strategy=strategy,
-        eval_steps=config.eval_steps or None,
-        save_strategy=save_strategy,
-        save_steps=save_steps,
-        save_total_limit=config.save_total_limit or None,
-        load_best_model_at_end=evaluating,
-        metric_for_best_model=metric if evaluating else None,
-        greater_is_better=greater if evaluating else None,
-        logging_steps=config.logging_steps,
-        logging_strategy="steps",
-        report_to="none",
-        disable_tqdm=True,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        dataloader_num_workers=config.dataloader_num_workers,
-        save_only_model=False,
-        use_cpu=not torch.cuda.is_available(),
-        **ddp_arguments(os.environ, torch.cuda.is_available()),
-    )
-
-
-def _choice(name: str, value: str, choices: list[str]) -> str:
-    """``value`` if ``transformers`` knows it, else a UserError naming the closest choices."""
-    if value in choices:
-        return value
-    close = difflib.get_close_matches(value, choices, n=3)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise UserError(f"Hyperparameter '{name}' = {value!r} is not one of transformers' choices.{hint}")
 
 
 def check_order(split: EncodedSplit, label_ids: Any) -> None:
@@ -374,7 +222,7 @@ class TrainingRun:
         from .losses import TaskLoss
         from .trainer import JobTrainer
 
-        args = _training_arguments(self.config, self.task, self.env.checkpoint_dir, "dev" in encoded)
+        args = training_arguments(self.config, self.task, self.env.checkpoint_dir, "dev" in encoded)
         sigterm = SigtermCallback()
         packing_state = PackingStateCallback()
         callbacks: list = [

@@ -5,9 +5,8 @@ gold and predicted labels of dev/test as :func:`~hfsm.training.predictions.gold_
 them, and the Trainer's ``log_history``); nothing is scored again, so every number in the tables is
 the one in ``metrics.json``. The only new counts are the confusion matrices.
 
-matplotlib is imported inside the plotting functions, and only its object-oriented API is used
-(``Figure`` drawn by the Agg canvas, never ``pyplot``): importing this module has no side effects,
-selects no backend, and the serving image never imports it.
+The images are drawn by :mod:`hfsm.training.report_plots` (matplotlib, imported only when
+:func:`write_report` draws): importing this module has no side effects, and serving never imports it.
 
 Failure policy (see :func:`write_report_or_warn`): the report is a view of ``metrics.json``, which is
 written and checked before it; a report that cannot be written is logged as a warning with the
@@ -16,10 +15,7 @@ reason and noted in ``output/data/report_error.txt``, and the job still succeeds
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
-import io
 import json
 import logging
 import math
@@ -37,9 +33,6 @@ from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION
 log = logging.getLogger("hfsm.train")
 
 SPLITS = ("dev", "test")
-DPI = 100
-ANNOTATE_MAX = 30
-"""Confusion matrices with more rows than this show colours only; the counts are in the JSON."""
 MATRIX_MAX = 100
 """Beyond this many classes the matrix shows the classes involved in the most errors only."""
 MATRIX_SHOWN = 50
@@ -243,7 +236,7 @@ def dump_json(report: Mapping[str, Any]) -> str:
     return re.sub(r"\[[\d\s,.eE+-]*\]", join, json.dumps(report, indent=2, ensure_ascii=False)) + "\n"
 
 
-def _number(value: Any) -> str:
+def number_text(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int):
@@ -273,13 +266,13 @@ def report_text(report: Mapping[str, Any]) -> str:
         lines.append(f"best checkpoint chosen by dev {report['best_metric']}")
     for split, entry in report["splits"].items():
         lines += ["", f"== {split} =="]
-        lines += [f"{name}: {_number(value)}" for name, value in entry["summary"].items()]
+        lines += [f"{name}: {number_text(value)}" for name, value in entry["summary"].items()]
         key = "per_type" if task == NER else "per_class"
         table = entry.get(key)
         if table:
             first = "entity type" if task == NER else "label" if task == MULTILABEL else "class"
             rows = [
-                [name, *(_number(row[m]) for m in ("precision", "recall", "f1")), str(row["support"])]
+                [name, *(number_text(row[m]) for m in ("precision", "recall", "f1")), str(row["support"])]
                 for name, row in table.items()
             ]
             lines += ["", *_table_lines([first, "precision", "recall", "f1", "support"], rows)]
@@ -289,89 +282,8 @@ def report_text(report: Mapping[str, Any]) -> str:
             lines += [f"  {p['gold']} -> {p['pred']}: {p['count']}" for p in entry["most_confused"]]
     if report.get("train"):
         lines += ["", "== train =="]
-        lines += [f"{name}: {_number(value)}" for name, value in report["train"].items()]
+        lines += [f"{name}: {number_text(value)}" for name, value in report["train"].items()]
     return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------------------------- plots
-
-
-def _figure(width_in: float, height_in: float) -> Any:
-    """A matplotlib figure drawn by the Agg canvas, outside pyplot's global state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def confusion_figure_size(n_rows: int, n_columns: int) -> tuple[float, float]:
-    """Inches: half an inch for each of the first 12 classes, 0.2 in for each further one (room for
-    a count, then for a coloured cell and a 6-point name), so BANKING77's 77 classes take 19 in."""
-
-    def side(n: int) -> float:
-        return 0.5 * min(n, 12) + 0.2 * max(n - 12, 0)
-
-    margin = 3.2  # tick labels, titles; the colour bar takes one more inch of width
-    width = min(max(side(n_columns) + margin + 1.0, 5.0), 30.0)
-    height = min(max(side(n_rows) + margin, 4.0), 30.0)
-    return round(width, 2), round(height, 2)
-
-
-def confusion_png(matrix: Confusion, title: str) -> bytes:
-    """The matrix as a heatmap, coloured by the share of each gold row (so that a big ``O`` row or a
-    frequent class does not wash the others out), with the counts written in when they fit."""
-    part, note = shown_part(matrix)
-    counts = part.counts.astype(float)
-    if part.columns == COLUMNS_2X2:  # per label: normalise each half (gold yes, gold no) on its own
-        halves = [counts[:, :2], counts[:, 2:]]
-        shares = np.concatenate([h / np.maximum(h.sum(axis=1, keepdims=True), 1) for h in halves], axis=1)
-    else:
-        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    n_rows, n_columns = counts.shape
-    figure = _figure(*confusion_figure_size(n_rows, n_columns))
-    axes = figure.add_subplot()
-    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-    figure.colorbar(image, ax=axes, fraction=0.04, label="share of the gold row")
-    small = max(n_rows, n_columns) > ANNOTATE_MAX
-    font = 6 if small else 9
-    axes.set_xticks(range(n_columns), part.columns, rotation=90, fontsize=font)
-    axes.set_yticks(range(n_rows), part.rows, fontsize=font)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("gold")
-    axes.set_title(f"{title} ({part.unit}s{'; ' + note if note else ''})", fontsize=10)
-    if not small:
-        for (r, c), value in np.ndenumerate(part.counts):
-            if value:
-                colour = "white" if shares[r, c] > 0.6 else "black"
-                axes.text(c, r, str(int(value)), ha="center", va="center", fontsize=font, color=colour)
-    return _png(figure)
-
-
-SCATTER_SIZE = (6.0, 6.0)
-
-
-def scatter_png(gold: Sequence[float], pred: Sequence[float], title: str) -> bytes:
-    """Regression: predicted against gold, with the diagonal a perfect model would sit on."""
-    g, p = np.asarray(gold, dtype=float), np.asarray(pred, dtype=float)
-    figure = _figure(*SCATTER_SIZE)
-    axes = figure.add_subplot()
-    axes.scatter(g, p, s=12, alpha=0.6)
-    if len(g):
-        low, high = float(min(g.min(), p.min())), float(max(g.max(), p.max()))
-        axes.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="pred = gold")
-        axes.legend(loc="upper left")
-    axes.set_xlabel("gold")
-    axes.set_ylabel("predicted")
-    axes.set_title(title, fontsize=10)
-    return _png(figure)
 
 
 @dataclass
@@ -412,122 +324,6 @@ def curves(log_history: Sequence[Mapping[str, Any]], best_metric: str | None, gr
     )
 
 
-CURVES_SIZE = (11.0, 4.0)
-
-
-def learning_curves_png(data: Curves, best_metric: str | None) -> bytes:
-    """Two panels: losses (train per logging step, dev per evaluation), and the dev metric that
-    picks the best checkpoint, with that checkpoint marked."""
-    from matplotlib.ticker import MaxNLocator
-
-    figure = _figure(*CURVES_SIZE)
-    loss_axes, metric_axes = figure.subplots(1, 2)
-    for axes in (loss_axes, metric_axes):
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if data.train_steps:
-        loss_axes.plot(data.train_steps, data.train_loss, marker=".", label="train loss")
-    if data.eval_steps:
-        loss_axes.plot(data.eval_steps, data.eval_loss, marker="o", label="dev loss")
-    if data.train_steps or data.eval_steps:
-        loss_axes.legend()
-    else:
-        loss_axes.text(0.5, 0.5, "no loss logged", ha="center", va="center", transform=loss_axes.transAxes)
-    loss_axes.set_xlabel("step")
-    loss_axes.set_ylabel("loss")
-    loss_axes.set_title("loss")
-    if data.metric_steps:
-        metric_axes.plot(
-            data.metric_steps, data.metric, marker="o", color="tab:green", label=f"dev {best_metric}"
-        )
-        if data.best_step is not None:
-            value = data.metric[data.metric_steps.index(data.best_step)]
-            metric_axes.plot(
-                [data.best_step],
-                [value],
-                marker="*",
-                markersize=14,
-                color="tab:red",
-                linestyle="",
-                label=f"best checkpoint (step {data.best_step})",
-            )
-        metric_axes.legend()
-    else:
-        metric_axes.text(
-            0.5, 0.5, "no dev evaluations", ha="center", va="center", transform=metric_axes.transAxes
-        )
-    metric_axes.set_xlabel("step")
-    metric_axes.set_ylabel(best_metric or "dev metric")
-    metric_axes.set_title(f"dev {best_metric}" if best_metric else "dev metric")
-    return _png(figure)
-
-
-# ----------------------------------------------------------------------------------------------- HTML
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_number(cell))}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; }
-td:not(:first-child) { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; border: 1px solid #eee; }
-"""
-
-
-def report_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
-    """``report.html``: one file with everything in it (images as data URIs, no external asset)."""
-    task = report["task"]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Evaluation report ({html.escape(task)})</title><style>{STYLE}</style></head><body>",
-        f"<h1>Evaluation report: {html.escape(task)}</h1>",
-    ]
-    if report.get("best_metric"):
-        parts.append(f"<p>Best checkpoint chosen by dev <b>{html.escape(report['best_metric'])}</b>.</p>")
-    if LEARNING_CURVES in images:
-        parts += [
-            "<h2>Learning curves</h2>",
-            f'<img alt="learning curves" src="{_data_uri(images[LEARNING_CURVES])}">',
-        ]
-    for split, entry in report["splits"].items():
-        parts.append(f"<h2>{html.escape(split)}</h2>")
-        parts.append(_html_table(["metric", "value"], list(entry["summary"].items())))
-        table = entry.get("per_type" if task == NER else "per_class")
-        if table:
-            first = "entity type" if task == NER else "label" if task == MULTILABEL else "class"
-            rows = [[name, r["precision"], r["recall"], r["f1"], r["support"]] for name, r in table.items()]
-            parts.append(_html_table([first, "precision", "recall", "f1", "support"], rows))
-        name = split_png_name(task, split)
-        if name in images:
-            what = "predicted vs gold" if task == REGRESSION else "confusion matrix"
-            parts.append(
-                f'<h3>{what}</h3><img alt="{what} {html.escape(split)}" src="{_data_uri(images[name])}">'
-            )
-        if entry.get("most_confused"):
-            rows = [[p["gold"], p["pred"], p["count"]] for p in entry["most_confused"]]
-            unit = entry["confusion_matrix"]["unit"]
-            parts += [f"<h3>most confused ({unit}s)</h3>", _html_table(["gold", "predicted", "count"], rows)]
-    if report.get("train"):
-        parts += ["<h2>train</h2>", _html_table(["metric", "value"], list(report["train"].items()))]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-# ----------------------------------------------------------------------------------------------- writing
-
-
 def write_report(
     out_dir: Path,
     task: str,
@@ -545,6 +341,9 @@ def write_report(
     ``predictions`` maps ``dev``/``test`` to ``(gold, pred)`` as :func:`gold_and_pred` returns them
     (multilabel: gold matrix and probabilities, cut at ``threshold``).
     """
+    from .report_html import report_html
+    from .report_plots import confusion_png, learning_curves_png, scatter_png
+
     confusions: dict[str, Confusion | None] = {}
     images: dict[str, bytes] = {}
     for split in SPLITS:
@@ -555,7 +354,9 @@ def write_report(
         confusions[split] = matrix
         if matrix is None:
             scores = metrics[split]
-            title = f"{split}: mse {_number(scores.get('mse'))}, pearson {_number(scores.get('pearson'))}"
+            title = (
+                f"{split}: mse {number_text(scores.get('mse'))}, pearson {number_text(scores.get('pearson'))}"
+            )
             images[split_png_name(task, split)] = scatter_png(gold, pred, title)
         else:
             kind = "per label (2x2)" if task == MULTILABEL else "confusion matrix"
