@@ -100,12 +100,13 @@ def parse_threshold(value: Any) -> float | None:
 
 
 def parse_choice(*choices: str) -> Callable[[Any], str]:
-    """A parser for one of ``choices`` (any case), e.g. ``input_format``."""
+    """A parser for one of ``choices`` (any case): hyperparameters such as ``input_format`` and the
+    serving environment variables such as ``HFSM_QUANTIZE``."""
 
     def parse(value: Any) -> str:
         text = parse_str(value).strip().lower()
         if text not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
+            raise ValueError(f"expected {', '.join(choices[:-1])} or {choices[-1]}")
         return text
 
     return parse

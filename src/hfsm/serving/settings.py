@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from ..config import parse_choice
 from ..devices import available_cores, visible_gpus
 from ..errors import UserError
 from ..inference.codecs import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_LIMIT
@@ -155,21 +156,9 @@ def _port(raw: str) -> int:
     return value
 
 
-def _one_of(*choices: str) -> Callable[[str], str]:
-    """A parser of one word from ``choices``, in any case."""
-
-    def parse(raw: str) -> str:
-        lowered = raw.lower()
-        if lowered not in choices:
-            raise ValueError(f"expected {', '.join(choices[:-1])} or {choices[-1]}")
-        return lowered
-
-    return parse
-
-
-_quantize = _one_of("none", "int8")
-_autocast = _one_of("none", "bf16", "fp16")
-_log_level = _one_of("debug", "info", "warning", "error", "critical")
+_quantize = parse_choice("none", "int8")
+_autocast = parse_choice("none", "bf16", "fp16")
+_log_level = parse_choice("debug", "info", "warning", "error", "critical")
 
 
 def _auto_bool(raw: str) -> bool | None:
