@@ -19,9 +19,10 @@ ARG PYTHON=python3.11
 ARG PIP_VERSION=26.3
 
 # tini is PID 1: it forwards SIGTERM (StopTrainingJob, endpoint updates) to train/serve, which
-# a Python or shell PID 1 would otherwise ignore until SIGKILL.
+# a Python or shell PID 1 would otherwise ignore until SIGKILL. train and serve preload tcmalloc
+# (hfsm/allocator.py: glibc's malloc page-faults the large per-step buffers of training afresh).
 RUN set -eu; \
-    packages="tini ca-certificates"; \
+    packages="tini ca-certificates libtcmalloc-minimal4"; \
     if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then packages="$packages $PYTHON $PYTHON-venv"; fi; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages; \

@@ -330,9 +330,20 @@ def machine(threads: int, load_at_start: Sequence[float]) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
         "threads": threads,
+        "allocator": allocators(),
         "hfsm_commit": git("rev-parse", "HEAD"),
         "hfsm_worktree_dirty": bool(git("status", "--porcelain", "--", "src")),
     }
+
+
+def allocators() -> dict[str, str]:
+    """The malloc each side runs on: our train/serve processes preload tcmalloc where it is installed
+    (hfsm.allocator); the reference sides run in this process, on whatever it was started with."""
+    from hfsm.allocator import LIBRARIES, choose, is_mapped
+
+    here = next((name for name, files in LIBRARIES.items() if is_mapped(files)), "glibc")
+    chosen = choose(os.environ)
+    return {"ours": chosen.name if chosen else here, "reference": here}
 
 
 def git(*args: str) -> str:

@@ -37,6 +37,18 @@ else
   echo "      (set HFSM_TEST_BASE_IMAGE / HFSM_TEST_IMAGE, see tests/test_container.py); otherwise they skip"
 fi
 
+echo "== tcmalloc"
+# train and serve preload it when installed (src/hfsm/allocator.py); the tests check that they do
+if ! python -c "from hfsm.allocator import find_library; raise SystemExit(find_library('tcmalloc') is None)"; then
+  if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+    apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -q libtcmalloc-minimal4 >/dev/null; } \
+      || echo "WARNING: could not install libtcmalloc-minimal4: train and serve keep glibc's malloc"
+  else
+    echo "NOTE: libtcmalloc-minimal4 is not installed: train and serve keep glibc's malloc"
+  fi
+fi
+
 echo "== ruff"
 lint=0
 ruff check . || lint=1

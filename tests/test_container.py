@@ -144,6 +144,7 @@ def test_train_in_the_image_writes_model_and_metrics(trained_in_image: TrainResu
     for line in ("dev_f1=", "test_f1=", "train_loss="):
         assert line in result.output, "metric lines for SageMaker's metric_definitions"
     assert result.failure is None
+    assert "memory allocator: tcmalloc (LD_PRELOAD=/usr/lib/" in result.output, "the image installs it"
 
 
 def test_a_bad_hyperparameter_fails_the_job_with_a_reason(image: Image, tmp_path: Path) -> None:
@@ -220,6 +221,7 @@ def test_serve_in_the_image_answers_and_stops_on_sigterm(image: Image, trained_i
     finally:
         image.run("rm", "-f", name)
     assert code == "0", logs[-3000:]
+    assert "memory allocator: tcmalloc" in logs, logs[-3000:]
     assert stopped_in < 15, f"stop took {stopped_in:.0f}s"
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/ping", timeout=5)

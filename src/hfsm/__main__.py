@@ -89,8 +89,7 @@ def _train(args: argparse.Namespace) -> int:
     from .sagemaker import SageMakerEnv
     from .training.distributed import global_rank, is_training_process, launch_or_train
 
-    # the failure file's place does not depend on parsing anything, so even a broken config reports
-    failure_file = SageMakerEnv(base_dir=Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))).failure_file
+    failure_file = train_failure_file()
     if is_training_process(os.environ):
 
         def train_here() -> None:
@@ -111,6 +110,13 @@ def _train(args: argparse.Namespace) -> int:
         if reported is None:  # rank 0 did not get to say why: say what is known
             return _failed(exc, failure_file, EXIT_INTERNAL_ERROR)
         return EXIT_CODES_BY_REASON.get(reported.split(":", 1)[0], EXIT_INTERNAL_ERROR)
+
+
+def train_failure_file() -> Path:
+    """``output/failure``: its place does not depend on parsing anything, so even a broken config reports."""
+    from .sagemaker import SageMakerEnv
+
+    return SageMakerEnv(base_dir=Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))).failure_file
 
 
 EXIT_CODES_BY_REASON = {"UserError": EXIT_USER_ERROR, "Interrupted": EXIT_INTERRUPTED}
@@ -159,6 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("train", "serve") and argv is None:
+        # this process's own command line: it can start over with a faster allocator (hfsm.allocator)
+        from .allocator import reexec_with_allocator
+
+        failure_file = train_failure_file() if args.command == "train" else None
+        code = run_guarded(lambda: reexec_with_allocator(os.environ), failure_file)
+        if code:
+            return code
     if args.command == "train":
         return _train(args)
     if args.command == "serve":
