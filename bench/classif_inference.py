@@ -71,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     measured = measure_sides(args, model, texts, "text-classification")
 
     labels = {
-        name: top_labels(side["outputs"], "pred") for name, side in measured.items() if name != "pipeline"
+        name: top_labels(side["outputs"], "label" if name.startswith("pipeline") else "pred")
+        for name, side in measured.items()
     }
-    labels["pipeline"] = top_labels(measured["pipeline"]["outputs"], "label")
     pipe = measured["pipeline"]
     results: dict[str, Any] = {
         "command": command,
@@ -82,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "note": f"first {len(texts)} rows only (--limit)" if args.limit else "the whole file",
         "records": len(texts),
         "threads": threads,
+        "device": args.device,
         "repeats": repeats,
         "machine": machine(threads, load_at_start),
         "agreement": compare(gold, labels),

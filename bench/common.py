@@ -128,11 +128,14 @@ def live_server(
         server.stop()
 
 
-def in_process_predictor(model: Path, threads: int, quantize: str = "none") -> Any:
+def in_process_predictor(
+    model: Path, threads: int, quantize: str = "none", device: str = "cpu", autocast: str = "none"
+) -> Any:
     """The prediction core the server runs, loaded in this process and warmed up like the server's."""
     from hfsm.inference.predictor import PredictOptions, Predictor
 
-    predictor = Predictor.load(model, PredictOptions(torch_threads=threads, quantize=quantize))
+    options = PredictOptions(torch_threads=threads, quantize=quantize, device=device, autocast=autocast)
+    predictor = Predictor.load(model, options)
     predictor.warmup()
     return predictor
 
@@ -145,12 +148,13 @@ def server_throughput(
     log_dir: Path,
     quantize: str = "none",
     autocast: str = "none",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Our real server, fed MULTI_RECORD JSON Lines payloads one at a time as Batch Transform does."""
     from hfsm.local.transform import MB, Invoker, fetch_execution_parameters, pack_records
 
     latencies: list[float] = []
-    settings = {"HFSM_QUANTIZE": quantize, "HFSM_AUTOCAST": autocast}
+    settings = {"HFSM_QUANTIZE": quantize, "HFSM_AUTOCAST": autocast, "HFSM_DEVICE": device}
     with live_server(model, log_dir, threads, settings, f"throughput-{quantize}-{autocast}") as (
         server,
         ready_s,
@@ -178,6 +182,7 @@ def server_throughput(
         **timing,
         "quantize": quantize,
         "autocast": autocast,
+        "device": device,
         "requests": len(payloads),
         "records_per_request_max": max(len(records) for records in payloads),
         "payload_bytes_max": max(sum(len(line) + 1 for line in records) for records in payloads),
@@ -188,11 +193,13 @@ def server_throughput(
     }
 
 
-def bare_throughput(model: Path, texts: Sequence[str], threads: int, repeats: int) -> dict[str, Any]:
+def bare_throughput(
+    model: Path, texts: Sequence[str], threads: int, repeats: int, device: str = "cpu"
+) -> dict[str, Any]:
     """The prediction core in this process: no HTTP, no JSON, every record in one call."""
     from hfsm.inference.predictor import RecordError
 
-    predictor = in_process_predictor(model, threads)
+    predictor = in_process_predictor(model, threads, device=device)
     records = [{"text": text} for text in texts]
     predictor.predict(records[:WARMUP_RECORDS])  # the same warm-up as the server's
     outputs, timing = timed(lambda: predictor.predict(records), repeats, len(texts))
@@ -210,17 +217,20 @@ def pipeline_throughput(
     repeats: int,
     batch_sizes: Sequence[int],
     sample: int,
+    device: str = "cpu",
+    dtype: str = "float32",
     **pipeline_options: Any,
 ) -> dict[str, Any]:
     """The Hugging Face reference, ``pipeline(task)``, at its fastest batch size: chosen on an evenly
-    spaced sample of ``sample`` texts (the set's mix of lengths), then the whole set timed with it."""
+    spaced sample of ``sample`` texts (the set's mix of lengths), then the whole set timed with it.
+    On a GPU it is also run with half-precision weights (``dtype``), its own fast path there."""
     import torch
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(threads)
-    pipe = pipeline(task, model=str(model), device="cpu", **pipeline_options)
+    pipe = pipeline(task, model=str(model), device=device, dtype=getattr(torch, dtype), **pipeline_options)
     pipe(list(texts[:WARMUP_RECORDS]), batch_size=8)  # warm-up
     step = max(1, len(texts) // sample)
     chosen = list(texts[::step][:sample])
@@ -235,39 +245,55 @@ def pipeline_throughput(
     return {
         **timing,
         "batch_size": best,
+        "device": device,
+        "dtype": dtype,
         "sample_records": len(chosen),
         "sample_records_per_s_by_batch_size": {str(size): rate for size, rate in tried.items()},
         "outputs": outputs,
     }
 
 
+def variants(device: str) -> list[tuple[str, str, str]]:
+    """(side, HFSM_QUANTIZE, HFSM_AUTOCAST) of our server on ``device``: float32 and the opt-in fast
+    paths there (int8 is a CPU kernel; fp16 autocast runs on GPUs only)."""
+    if device == "cpu":
+        return [
+            ("ours_server", "none", "none"),
+            ("ours_server_int8", "int8", "none"),
+            ("ours_server_bf16", "none", "bf16"),
+        ]
+    return [
+        ("ours_server", "none", "none"),
+        ("ours_server_bf16", "none", "bf16"),
+        ("ours_server_fp16", "none", "fp16"),
+    ]
+
+
 def measure_sides(
     args: argparse.Namespace, model: Path, texts: Sequence[str], task: str, **pipeline_options: Any
 ) -> dict[str, dict[str, Any]]:
-    """Our server (fp32, int8, bf16 autocast), our bare predictor, then ``pipeline(task)``: one at a time,
-    never two measurements sharing the cores. ``args`` come from :func:`throughput_arguments`."""
-    threads, repeats = args.threads, args.repeats
+    """Our server (float32 and the fast paths of :func:`variants`), our bare predictor, then
+    ``pipeline(task)`` (on a GPU also with float16 weights): one at a time, never two measurements
+    sharing the cores. ``args`` come from :func:`throughput_arguments`."""
+    threads, repeats, device = args.threads, args.repeats, args.device
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
 
-    def reference() -> dict[str, Any]:
-        return pipeline_throughput(
-            task, model, texts, threads, repeats, batch_sizes, args.sample, **pipeline_options
+    def reference(dtype: str) -> Callable[[], dict[str, Any]]:
+        return lambda: pipeline_throughput(
+            task, model, texts, threads, repeats, batch_sizes, args.sample, device, dtype, **pipeline_options
+        )
+
+    def server(quantize: str, autocast: str) -> Callable[[], dict[str, Any]]:
+        return lambda: server_throughput(
+            model, texts, threads, repeats, Path(logs), quantize, autocast, device
         )
 
     with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs:
-        run: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("ours_server", lambda: server_throughput(model, texts, threads, repeats, Path(logs))),
-            (
-                "ours_server_int8",
-                lambda: server_throughput(model, texts, threads, repeats, Path(logs), "int8"),
-            ),
-            (
-                "ours_server_bf16",
-                lambda: server_throughput(model, texts, threads, repeats, Path(logs), autocast="bf16"),
-            ),
-            ("ours_bare_forward", lambda: bare_throughput(model, texts, threads, repeats)),
-            ("pipeline", reference),
-        ]
+        run = [(name, server(quantize, autocast)) for name, quantize, autocast in variants(device)]
+        run.append(("ours_bare_forward", lambda: bare_throughput(model, texts, threads, repeats, device)))
+        run.append(("pipeline", reference("float32")))
+        if device != "cpu":
+            run.append(("pipeline_fp16", reference("float16")))
         measured = {}
         for name, step in run:
             print(f"{name} ...", flush=True)
@@ -290,6 +316,9 @@ def throughput_arguments(description: str, data: Path, output: Path) -> argparse
         "--sample", type=int, default=256, help="texts timed to choose the pipeline batch size"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side; the median counts")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where every side runs (default cpu)"
+    )
     parser.add_argument("--output", type=Path, default=output, help="the JSON results file")
     return parser
 

@@ -107,11 +107,21 @@ def closed_loop(url: str, texts: Sequence[str], clients: int, seconds: float) ->
     return {"clients": clients, **latency_stats(flat, len(flat), elapsed)}
 
 
+def server_settings(args: argparse.Namespace) -> dict[str, str]:
+    return {"HFSM_DEVICE": args.device, "HFSM_AUTOCAST": args.autocast}
+
+
 def bench_latency(
-    model: Path, texts: Sequence[str], threads: int, concurrency: Sequence[int], seconds: float, logs: Path
+    model: Path,
+    texts: Sequence[str],
+    threads: int,
+    concurrency: Sequence[int],
+    seconds: float,
+    logs: Path,
+    settings: dict[str, str],
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    with live_server(model, logs, threads, name="latency") as (server, _):
+    with live_server(model, logs, threads, settings, name="latency") as (server, _):
         closed_loop(server.url, texts, max(concurrency), min(3.0, seconds))  # warm-up, not recorded
         for clients in concurrency:
             print(f"  concurrency {clients} for {seconds:.0f}s ...", flush=True)
@@ -124,9 +134,12 @@ def bench_latency(
     return results
 
 
-def bench_bare_single(model: Path, texts: Sequence[str], threads: int, seconds: float) -> dict[str, Any]:
+def bench_bare_single(
+    model: Path, texts: Sequence[str], threads: int, seconds: float, settings: dict[str, str]
+) -> dict[str, Any]:
     """One record per ``Predictor.predict`` call, in this process: the floor under the server's latency."""
-    predictor = in_process_predictor(model, threads)
+    device, autocast = settings["HFSM_DEVICE"], settings["HFSM_AUTOCAST"]
+    predictor = in_process_predictor(model, threads, device=device, autocast=autocast)
     latencies = []
     begin = time.perf_counter()
     position = 0
@@ -154,10 +167,12 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def bench_cold_start(model: Path, threads: int, starts: int, logs: Path) -> dict[str, Any]:
+def bench_cold_start(
+    model: Path, threads: int, starts: int, logs: Path, settings: dict[str, str]
+) -> dict[str, Any]:
     runs = []
     for attempt in range(starts):
-        with live_server(model, logs, threads, name=f"cold-{attempt}") as (server, ready_s):
+        with live_server(model, logs, threads, settings, name=f"cold-{attempt}") as (server, ready_s):
             master = server.process.pid
             workers = children(master)
             runs.append(
@@ -192,6 +207,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8", help="client counts to measure (default 1,8)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per concurrency level")
     parser.add_argument("--starts", type=int, default=3, help="cold starts to time")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="HFSM_DEVICE (default cpu)")
+    parser.add_argument(
+        "--autocast", choices=("none", "bf16", "fp16"), default="none", help="HFSM_AUTOCAST (default none)"
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -207,11 +226,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs:
         print("latency ...", flush=True)
-        latency = bench_latency(model, texts, args.threads, concurrency, args.seconds, Path(logs))
+        settings = server_settings(args)
+        latency = bench_latency(model, texts, args.threads, concurrency, args.seconds, Path(logs), settings)
         print("bare forward, one record at a time ...", flush=True)
-        bare = bench_bare_single(model, texts, args.threads, args.seconds)
+        bare = bench_bare_single(model, texts, args.threads, args.seconds, settings)
         print("cold start ...", flush=True)
-        cold = bench_cold_start(model, args.threads, args.starts, Path(logs))
+        cold = bench_cold_start(model, args.threads, args.starts, Path(logs), settings)
 
     single = latency[str(min(concurrency))]
     busiest = latency[str(max(concurrency))]
@@ -220,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "model": str(model),
         "data": str(args.data.resolve()),
         "threads": args.threads,
+        "settings": server_settings(args),
         "machine": machine(args.threads, load_at_start),
         "latency": latency,
         "bare_forward_single_record": bare,

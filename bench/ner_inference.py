@@ -135,37 +135,40 @@ def agreement(ours: Sequence[list[str]], theirs: Sequence[list[str]]) -> dict[st
     }
 
 
-def compare(
-    sentences: Sequence[Sentence],
-    ours: Sequence[dict[str, Any]],
-    int8: Sequence[dict[str, Any]],
-    bf16: Sequence[dict[str, Any]],
-    bare: Sequence[dict[str, Any]],
-    pipe: Sequence[list[dict]],
-) -> dict[str, Any]:
-    """Our answers against the pipeline's, the int8 path's and the gold tags.
+def fast_paths(measured: dict[str, Any]) -> list[str]:
+    """Suffixes of our fast-path server sides that ran: int8, bf16 on a CPU; bf16, fp16 on a GPU."""
+    return [name.removeprefix("ours_server_") for name in measured if name.startswith("ours_server_")]
+
+
+def compare(sentences: Sequence[Sentence], outputs: dict[str, Sequence[Any]]) -> dict[str, Any]:
+    """Our answers against the pipeline's, our fast paths' against float32, and all against gold.
 
     The pipeline's entities (character spans over its own pre-tokens) become tags of the whitespace
     words they cover, so that both are compared word by word and entity by entity (an entity is a
     (type, first word, last word) triple, ``identical_entities_pct`` = shared / union).
     """
+    ours = outputs["ours_server"]
+    pipe = outputs["pipeline"]
     ours_tags = [output["pred"] for output in ours]
     converted = [pipeline_word_tags(s.text, entities) for s, entities in zip(sentences, pipe, strict=True)]
     pipe_tags = [tags for tags, _ in converted]
-    int8_tags = [output["pred"] for output in int8]
-    bf16_tags = [output["pred"] for output in bf16]
+    fast = {
+        name: [output["pred"] for output in outputs[f"ours_server_{name}"]] for name in fast_paths(outputs)
+    }
     gold = [s.gold for s in sentences]
     ours_spans = [{(e["type"], e["start"], e["end"]) for e in output["entities"]} for output in ours]
     pipe_spans = [{(e["entity_group"], int(e["start"]), int(e["end"])) for e in out} for out in pipe]
-    scores = {
-        "ours_fp32": seqeval_scores(gold, ours_tags),
-        "ours_int8": seqeval_scores(gold, int8_tags),
-        "ours_bf16": seqeval_scores(gold, bf16_tags),
-        "pipeline": seqeval_scores(gold, pipe_tags),
-    }
+    scores = {"ours_fp32": seqeval_scores(gold, ours_tags)}
+    scores.update({f"ours_{name}": seqeval_scores(gold, tags) for name, tags in fast.items()})
+    scores["pipeline"] = seqeval_scores(gold, pipe_tags)
+    if "pipeline_fp16" in outputs:
+        half = [
+            pipeline_word_tags(s.text, e)[0] for s, e in zip(sentences, outputs["pipeline_fp16"], strict=True)
+        ]
+        scores["pipeline_fp16"] = seqeval_scores(gold, half)
     # sentences where the pipeline's pre-tokens are whitespace words: entities can be compared as equals
     aligned = [i for i, (_, off) in enumerate(converted) if off == 0]
-    return {
+    compared: dict[str, Any] = {
         "words": sum(len(tags) for tags in ours_tags),
         "ours_vs_pipeline": agreement(ours_tags, pipe_tags),
         "ours_vs_pipeline_where_its_entities_are_whole_words": {
@@ -173,15 +176,20 @@ def compare(
             **agreement([ours_tags[i] for i in aligned], [pipe_tags[i] for i in aligned]),
         },
         "ours_vs_pipeline_character_spans": entity_f1(ours_spans, pipe_spans),
-        "int8_vs_fp32": agreement(int8_tags, ours_tags),
-        "bf16_vs_fp32": agreement(bf16_tags, ours_tags),
-        "pipeline_entities": sum(map(len, pipe)),
-        "pipeline_entities_off_word_boundaries": sum(off for _, off in converted),
-        "server_equals_bare_forward_tags": ours_tags == [output["pred"] for output in bare],
-        "seqeval_vs_gold": scores,
-        "int8_f1_drop_points": 100 * (scores["ours_fp32"]["f1"] - scores["ours_int8"]["f1"]),
-        "bf16_f1_drop_points": 100 * (scores["ours_fp32"]["f1"] - scores["ours_bf16"]["f1"]),
     }
+    compared.update({f"{name}_vs_fp32": agreement(tags, ours_tags) for name, tags in fast.items()})
+    compared.update(
+        {
+            "pipeline_entities": sum(map(len, pipe)),
+            "pipeline_entities_off_word_boundaries": sum(off for _, off in converted),
+            "server_equals_bare_forward_tags": ours_tags
+            == [output["pred"] for output in outputs["ours_bare_forward"]],
+            "seqeval_vs_gold": scores,
+        }
+    )
+    for name in fast:
+        compared[f"{name}_f1_drop_points"] = 100 * (scores["ours_fp32"]["f1"] - scores[f"ours_{name}"]["f1"])
+    return compared
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -192,13 +200,16 @@ def print_table(results: dict[str, Any]) -> None:
     print()
     print(f"NER inference, {n} records, {threads} torch thread(s), median of {repeats} run(s)")
     print(f"{'':40s}{'records/s':>10s}{'seconds':>10s}  notes")
-    rows = [
-        ("ours: server fp32 (HTTP, MULTI_RECORD)", "ours_server", "requests"),
-        ("ours: server int8 (HFSM_QUANTIZE=int8)", "ours_server_int8", "requests"),
-        ("ours: server bf16 (HFSM_AUTOCAST=bf16)", "ours_server_bf16", "requests"),
+    fast = fast_paths(sides)
+    setting = {"int8": "HFSM_QUANTIZE=int8", "bf16": "HFSM_AUTOCAST=bf16", "fp16": "HFSM_AUTOCAST=fp16"}
+    rows = [("ours: server fp32 (HTTP, MULTI_RECORD)", "ours_server", "requests")]
+    rows += [(f"ours: server {name} ({setting[name]})", f"ours_server_{name}", "requests") for name in fast]
+    rows += [
         ("ours: bare Predictor.predict fp32", "ours_bare_forward", "batch_size"),
         ("HF pipeline (aggregation first)", "pipeline", "batch_size"),
     ]
+    if "pipeline_fp16" in sides:
+        rows.append(("HF pipeline, float16 weights", "pipeline_fp16", "batch_size"))
     for name, key, note in rows:
         numbers = sides[key]
         print(f"{name:40s}{numbers['records_per_s']:10.1f}{numbers['seconds']:10.2f}  {note} {numbers[note]}")
@@ -206,11 +217,8 @@ def print_table(results: dict[str, Any]) -> None:
     for name, ratio in results["ratios"].items():
         print(f"{name:38s} {ratio:8.2f}")
     print()
-    versus_keys = (
-        ("ours vs pipeline", "ours_vs_pipeline"),
-        ("int8 vs fp32    ", "int8_vs_fp32"),
-        ("bf16 vs fp32    ", "bf16_vs_fp32"),
-    )
+    versus_keys = [("ours vs pipeline", "ours_vs_pipeline")]
+    versus_keys += [(f"{name} vs fp32    ", f"{name}_vs_fp32") for name in fast]
     for label, key in versus_keys:
         versus = compared[key]
         print(
@@ -223,10 +231,10 @@ def print_table(results: dict[str, Any]) -> None:
         f"inside a word: entities {whole['identical_entities_pct']:.2f}% identical, "
         f"word tags {whole['word_tag_agreement_pct']:.2f}%"
     )
-    for side in ("ours_fp32", "ours_int8", "ours_bf16", "pipeline"):
-        print(f"seqeval F1 vs gold, {side:10s} {100 * gold[side]['f1']:.2f}")
-    print(f"int8 F1 drop: {compared['int8_f1_drop_points']:.2f} points")
-    print(f"bf16 F1 drop: {compared['bf16_f1_drop_points']:.2f} points")
+    for side, score in gold.items():
+        print(f"seqeval F1 vs gold, {side:13s} {100 * score['f1']:.2f}")
+    for name in fast:
+        print(f"{name} F1 drop: {compared[f'{name}_f1_drop_points']:.2f} points")
     print(f"server tags == bare forward tags: {compared['server_equals_bare_forward_tags']}")
 
 
@@ -243,9 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_at_start = os.getloadavg()
     measured = measure_sides(args, model, texts, "token-classification", aggregation_strategy="first")
 
-    names = ("ours_server", "ours_server_int8", "ours_server_bf16", "ours_bare_forward", "pipeline")
-    server, int8, bf16, bare, pipe = (measured[name] for name in names)
-    outputs = (server["outputs"], int8["outputs"], bf16["outputs"], bare["outputs"], pipe["outputs"])
+    pipe, server = measured["pipeline"], measured["ours_server"]
     results: dict[str, Any] = {
         "command": command,
         "model": str(model),
@@ -253,19 +259,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         "note": f"first {len(texts)} sentences only (--limit)" if args.limit else "the whole file",
         "records": len(texts),
         "threads": threads,
+        "device": args.device,
         "repeats": repeats,
         "words": sum(len(s.gold) for s in sentences),
         "machine": machine(threads, load_at_start),
-        "agreement": compare(sentences, *outputs),
+        "agreement": compare(sentences, {name: side["outputs"] for name, side in measured.items()}),
         "sides": {name: {k: v for k, v in side.items() if k != "outputs"} for name, side in measured.items()},
         "ratios": {
             "server_fp32_over_pipeline": server["records_per_s"] / pipe["records_per_s"],
-            "server_int8_over_pipeline": int8["records_per_s"] / pipe["records_per_s"],
-            "server_bf16_over_pipeline": bf16["records_per_s"] / pipe["records_per_s"],
-            "bare_fp32_over_pipeline": bare["records_per_s"] / pipe["records_per_s"],
-            "server_overhead_pct_vs_bare": 100 * (server["seconds"] / bare["seconds"] - 1),
+            **{
+                f"server_{name}_over_pipeline": measured[f"ours_server_{name}"]["records_per_s"]
+                / pipe["records_per_s"]
+                for name in fast_paths(measured)
+            },
+            "bare_fp32_over_pipeline": measured["ours_bare_forward"]["records_per_s"] / pipe["records_per_s"],
+            "server_overhead_pct_vs_bare": 100
+            * (server["seconds"] / measured["ours_bare_forward"]["seconds"] - 1),
         },
     }
+    if "pipeline_fp16" in measured:
+        half = measured["pipeline_fp16"]["records_per_s"]
+        results["ratios"].update(
+            {
+                f"server_{name}_over_pipeline_fp16": measured[f"ours_server_{name}"]["records_per_s"] / half
+                for name in ("bf16", "fp16")
+            }
+        )
     print_table(results)
     write_results(args.output, results)
 

@@ -125,7 +125,9 @@ def stage_limited(data: Path, work: Path, splits: dict[str, tuple[list[str], lis
 # Ours: the real job in a subprocess
 
 
-def run_ours(data: Path, model: Path, work: Path, extra: Sequence[str]) -> dict[str, Any]:
+def run_ours(
+    data: Path, model: Path, work: Path, extra: Sequence[str], device: str = "cpu", precision: str = "none"
+) -> dict[str, Any]:
     """``python -m hfsm local train`` as a user runs it; its wall time counts everything the job does."""
     hyperparameters = [
         "task_name=ner",
@@ -133,12 +135,15 @@ def run_ours(data: Path, model: Path, work: Path, extra: Sequence[str]) -> dict[
         f"learning_rate={LEARNING_RATE}",
         f"per_device_train_batch_size={TRAIN_BATCH_SIZE}",
         f"seed={SEED}",
+        *([f"{precision}=true"] if precision != "none" else []),
         *extra,
     ]
     job = work / "ours"
     command = [sys.executable, "-m", "hfsm", "local", "train", "--data", str(data), "--model", str(model)]
     command += ["--work", str(job), "--hyperparameters", *hyperparameters]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the job trains on a GPU whenever it sees one
     # this checkout's package, whatever is installed (the thread variables are inherited from main())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     log_path = work / "ours.log"
@@ -277,6 +282,8 @@ def run_recipe(
     model_dir: Path,
     work: Path,
     threads: int,
+    device: str = "cpu",
+    precision: str = "none",
 ) -> dict[str, Any]:
     """run_ner.py's shape: seed, config with the labels, tokenizer and model, Trainer, train, predict."""
     import torch
@@ -320,7 +327,9 @@ def run_recipe(
         "save_strategy": "no",
         "eval_strategy": "no",
         "logging_steps": LOGGING_STEPS,
-        "use_cpu": True,
+        "use_cpu": device == "cpu",
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
         "disable_tqdm": True,  # progress bars only; ours turns them off too
     }
     trainer = Trainer(
@@ -469,6 +478,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="one more hyperparameter for ours (repeatable), e.g. group_by_length=true",
     )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where both sides train (default cpu)"
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("none", "bf16", "fp16"),
+        default="none",
+        help="bf16=true / fp16=true on both sides (default none: float32)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results file")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -519,9 +537,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 continue
             print(f"{side} ...", flush=True)
             if side == "ours":
-                measured[side] = run_ours(job_data, model, work, args.ours_hyperparameter)
+                measured[side] = run_ours(
+                    job_data, model, work, args.ours_hyperparameter, args.device, args.mixed_precision
+                )
             else:
-                measured[side] = run_recipe(train, dev, labels, model, work, threads)
+                measured[side] = run_recipe(
+                    train, dev, labels, model, work, threads, args.device, args.mixed_precision
+                )
             numbers = measured[side]
             print(f"  {numbers['sentences_per_s']:.2f} sentences/s, dev F1 {100 * numbers['dev_f1']:.2f}")
 
@@ -544,6 +566,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "seed": SEED,
             "max_seq_length": MAX_SEQ_LENGTH,
             "threads": threads,
+            "device": args.device,
+            "mixed_precision": args.mixed_precision,
             "ours_extra_hyperparameters": list(args.ours_hyperparameter),
             "sentences_per_s": "training sentences x epochs / the Trainer's train_runtime, on both sides",
         },
