@@ -5,8 +5,9 @@ figures use MiniLM-L6 fine-tuned on BANKING77), one torch thread count for every
 
     python bench/classif_inference.py --model runs/banking77/model
 
-Sides, measured one at a time: our server fed MULTI_RECORD JSON Lines payloads (fp32, then
-``HFSM_QUANTIZE=int8``), the bare ``Predictor.predict`` in this process, and
+Sides, loaded together and timed one at a time in interleaved rounds: our server fed MULTI_RECORD
+JSON Lines payloads (fp32, ``HFSM_QUANTIZE=int8``, ``HFSM_AUTOCAST=bf16``), the bare
+``Predictor.predict`` in this process, and
 ``transformers.pipeline("text-classification")`` at the fastest of ``--batch-sizes`` (chosen on an
 evenly spaced sample). Then: top-class agreement between the sides and accuracy against the gold
 labels. Results go to ``bench/results/classif_inference.json``.

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,22 +81,23 @@ def steal_seconds() -> float:
         return 0.0
 
 
-def timed(run: Callable[[], T], repeats: int, records: int) -> tuple[T, dict[str, Any]]:
-    """``run()`` ``repeats`` times: the last result, and records/s of the median run (plus every run)."""
-    seconds, stolen = [], []
-    for _ in range(repeats):
-        steal_before = steal_seconds()
-        begin = time.perf_counter()
-        result = run()
-        seconds.append(time.perf_counter() - begin)
-        stolen.append(steal_seconds() - steal_before)
+def timed_once(run: Callable[[], T]) -> tuple[T, float, float]:
+    """``run()``'s result, its seconds and the CPU seconds stolen during it."""
+    steal_before = steal_seconds()
+    begin = time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - begin, steal_seconds() - steal_before
+
+
+def timing(seconds: Sequence[float], stolen: Sequence[float], records: int) -> dict[str, Any]:
+    """records/s of the median run (plus every run)."""
     median = statistics.median(seconds)
-    return result, {
+    return {
         "seconds": median,
         "records_per_s": records / median,
         "records_per_s_best": records / min(seconds),
-        "runs_seconds": seconds,
-        "runs_cpu_steal_seconds": stolen,
+        "runs_seconds": list(seconds),
+        "runs_cpu_steal_seconds": list(stolen),
     }
 
 
@@ -140,25 +142,36 @@ def in_process_predictor(
     return predictor
 
 
-def server_throughput(
+@dataclass
+class Side:
+    """One way of answering every text, loaded and warmed up, ready to be timed.
+
+    ``run`` answers all the texts once; ``finish`` turns the last answers into the side's outputs
+    (and checks them); ``info`` says how the side runs.
+    """
+
+    run: Callable[[], Any]
+    info: dict[str, Any]
+    finish: Callable[[Any], dict[str, Any]]
+
+
+@contextlib.contextmanager
+def server_side(
     model: Path,
     texts: Sequence[str],
     threads: int,
-    repeats: int,
     log_dir: Path,
     quantize: str = "none",
     autocast: str = "none",
     device: str = "cpu",
-) -> dict[str, Any]:
+) -> Iterator[Side]:
     """Our real server, fed MULTI_RECORD JSON Lines payloads one at a time as Batch Transform does."""
     from hfsm.local.transform import MB, Invoker, fetch_execution_parameters, pack_records
 
     latencies: list[float] = []
     settings = {"HFSM_QUANTIZE": quantize, "HFSM_AUTOCAST": autocast, "HFSM_DEVICE": device}
-    with live_server(model, log_dir, threads, settings, f"throughput-{quantize}-{autocast}") as (
-        server,
-        ready_s,
-    ):
+    name = f"throughput-{quantize}-{autocast}"
+    with live_server(model, log_dir, threads, settings, name) as (server, ready_s):
         params = fetch_execution_parameters(server.url)
         invoke = Invoker(server.url, "application/jsonlines", "application/jsonlines")
         lines = [json.dumps({"text": text}, ensure_ascii=False).encode("utf-8") for text in texts]
@@ -172,55 +185,55 @@ def server_throughput(
                 latencies.append(time.perf_counter() - sent)
             return answers
 
+        def finish(answers: list[bytes]) -> dict[str, Any]:
+            outputs = [json.loads(answer) for answer in answers]
+            errors = [output["error"] for output in outputs if "error" in output]
+            if errors:
+                raise SystemExit(f"the server answered {len(errors)} error line(s), the first: {errors[0]}")
+            return {"request_seconds_max": max(latencies), "outputs": outputs}
+
         invoke(lines[:WARMUP_RECORDS])
-        answers, timing = timed(transform, repeats, len(texts))
-    outputs = [json.loads(answer) for answer in answers]
-    errors = [output["error"] for output in outputs if "error" in output]
-    if errors:
-        raise SystemExit(f"the server answered {len(errors)} error line(s), the first: {errors[0]}")
-    return {
-        **timing,
-        "quantize": quantize,
-        "autocast": autocast,
-        "device": device,
-        "requests": len(payloads),
-        "records_per_request_max": max(len(records) for records in payloads),
-        "payload_bytes_max": max(sum(len(line) + 1 for line in records) for records in payloads),
-        "request_seconds_max": max(latencies),
-        "max_payload_mb": params.max_payload_mb,
-        "startup_to_ping_200_s": ready_s,
-        "outputs": outputs,
-    }
+        info = {
+            "quantize": quantize,
+            "autocast": autocast,
+            "device": device,
+            "requests": len(payloads),
+            "records_per_request_max": max(len(records) for records in payloads),
+            "payload_bytes_max": max(sum(len(line) + 1 for line in records) for records in payloads),
+            "max_payload_mb": params.max_payload_mb,
+            "startup_to_ping_200_s": ready_s,
+        }
+        yield Side(transform, info, finish)
 
 
-def bare_throughput(
-    model: Path, texts: Sequence[str], threads: int, repeats: int, device: str = "cpu"
-) -> dict[str, Any]:
+def bare_side(model: Path, texts: Sequence[str], threads: int, device: str = "cpu") -> Side:
     """The prediction core in this process: no HTTP, no JSON, every record in one call."""
     from hfsm.inference.predictor import RecordError
 
     predictor = in_process_predictor(model, threads, device=device)
     records = [{"text": text} for text in texts]
     predictor.predict(records[:WARMUP_RECORDS])  # the same warm-up as the server's
-    outputs, timing = timed(lambda: predictor.predict(records), repeats, len(texts))
-    failed = [output for output in outputs if isinstance(output, RecordError)]
-    if failed:
-        raise SystemExit(f"Predictor refused {len(failed)} record(s), the first: {failed[0].message}")
-    return {**timing, "batch_size": predictor.options.batch_size, "outputs": outputs}
+
+    def finish(outputs: list[Any]) -> dict[str, Any]:
+        failed = [output for output in outputs if isinstance(output, RecordError)]
+        if failed:
+            raise SystemExit(f"Predictor refused {len(failed)} record(s), the first: {failed[0].message}")
+        return {"outputs": outputs}
+
+    return Side(lambda: predictor.predict(records), {"batch_size": predictor.options.batch_size}, finish)
 
 
-def pipeline_throughput(
+def pipeline_side(
     task: str,
     model: Path,
     texts: Sequence[str],
     threads: int,
-    repeats: int,
     batch_sizes: Sequence[int],
     sample: int,
     device: str = "cpu",
     dtype: str = "float32",
     **pipeline_options: Any,
-) -> dict[str, Any]:
+) -> Side:
     """The Hugging Face reference, ``pipeline(task)``, at its fastest batch size: chosen on an evenly
     spaced sample of ``sample`` texts (the set's mix of lengths), then the whole set timed with it.
     On a GPU it is also run with half-precision weights (``dtype``), its own fast path there."""
@@ -241,15 +254,36 @@ def pipeline_throughput(
         tried[batch_size] = len(chosen) / (time.perf_counter() - begin)
         print(f"  pipeline batch_size={batch_size:<3d} {tried[batch_size]:8.1f} records/s on the sample")
     best = max(tried, key=lambda size: tried[size])
-    outputs, timing = timed(lambda: pipe(list(texts), batch_size=best), repeats, len(texts))
-    return {
-        **timing,
+    info = {
         "batch_size": best,
         "device": device,
         "dtype": dtype,
         "sample_records": len(chosen),
         "sample_records_per_s_by_batch_size": {str(size): rate for size, rate in tried.items()},
-        "outputs": outputs,
+    }
+    return Side(lambda: pipe(list(texts), batch_size=best), info, lambda outputs: {"outputs": outputs})
+
+
+def interleaved(sides: Mapping[str, Side], repeats: int, records: int) -> dict[str, dict[str, Any]]:
+    """Time every side ``repeats`` times, one side after the other in each round (A B C, A B C, ...).
+
+    A shared virtual machine drifts by 10% over minutes; side after side, each with all its runs,
+    that drift lands on whichever side ran in the slow minutes. Interleaved, every side sees the
+    same minutes, so their ratios hold still even when the absolute numbers do not. Sides never run
+    at the same time: the servers not being timed sit idle.
+    """
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    stolen: dict[str, list[float]] = {name: [] for name in sides}
+    last: dict[str, Any] = {}
+    for round_number in range(1, repeats + 1):
+        for name, side in sides.items():
+            last[name], took, steal = timed_once(side.run)
+            seconds[name].append(took)
+            stolen[name].append(steal)
+            print(f"  round {round_number}: {name:20s} {records / took:8.1f} records/s", flush=True)
+    return {
+        name: {**timing(seconds[name], stolen[name], records), **side.info, **side.finish(last[name])}
+        for name, side in sides.items()
     }
 
 
@@ -272,34 +306,27 @@ def variants(device: str) -> list[tuple[str, str, str]]:
 def measure_sides(
     args: argparse.Namespace, model: Path, texts: Sequence[str], task: str, **pipeline_options: Any
 ) -> dict[str, dict[str, Any]]:
-    """Our server (float32 and the fast paths of :func:`variants`), our bare predictor, then
-    ``pipeline(task)`` (on a GPU also with float16 weights): one at a time, never two measurements
-    sharing the cores. ``args`` come from :func:`throughput_arguments`."""
-    threads, repeats, device = args.threads, args.repeats, args.device
+    """Our server (float32 and the fast paths of :func:`variants`), our bare predictor and
+    ``pipeline(task)`` (on a GPU also with float16 weights), loaded side by side and timed in
+    interleaved rounds (:func:`interleaved`). ``args`` come from :func:`throughput_arguments`."""
+    threads, device = args.threads, args.device
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
-
-    def reference(dtype: str) -> Callable[[], dict[str, Any]]:
-        return lambda: pipeline_throughput(
-            task, model, texts, threads, repeats, batch_sizes, args.sample, device, dtype, **pipeline_options
-        )
-
-    def server(quantize: str, autocast: str) -> Callable[[], dict[str, Any]]:
-        return lambda: server_throughput(
-            model, texts, threads, repeats, Path(logs), quantize, autocast, device
-        )
-
-    with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs:
-        run = [(name, server(quantize, autocast)) for name, quantize, autocast in variants(device)]
-        run.append(("ours_bare_forward", lambda: bare_throughput(model, texts, threads, repeats, device)))
-        run.append(("pipeline", reference("float32")))
-        if device != "cpu":
-            run.append(("pipeline_fp16", reference("float16")))
-        measured = {}
-        for name, step in run:
-            print(f"{name} ...", flush=True)
-            measured[name] = step()
-            print(f"  {measured[name]['records_per_s']:.1f} records/s", flush=True)
-    return measured
+    with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs, contextlib.ExitStack() as stack:
+        sides: dict[str, Side] = {}
+        for name, quantize, autocast in variants(device):
+            print(f"starting {name} ...", flush=True)
+            sides[name] = stack.enter_context(
+                server_side(model, texts, threads, Path(logs), quantize, autocast, device)
+            )
+        print("loading ours_bare_forward ...", flush=True)
+        sides["ours_bare_forward"] = bare_side(model, texts, threads, device)
+        dtypes = {"pipeline": "float32"} | ({"pipeline_fp16": "float16"} if device != "cpu" else {})
+        for name, dtype in dtypes.items():
+            print(f"loading {name} and choosing its batch size ...", flush=True)
+            sides[name] = pipeline_side(
+                task, model, texts, threads, batch_sizes, args.sample, device, dtype, **pipeline_options
+            )
+        return interleaved(sides, args.repeats, len(texts))
 
 
 def throughput_arguments(description: str, data: Path, output: Path) -> argparse.ArgumentParser:
@@ -315,7 +342,9 @@ def throughput_arguments(description: str, data: Path, output: Path) -> argparse
     parser.add_argument(
         "--sample", type=int, default=256, help="texts timed to choose the pipeline batch size"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side; the median counts")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds: timed runs per side, interleaved; the median counts"
+    )
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="where every side runs (default cpu)"
     )

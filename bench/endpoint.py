@@ -16,7 +16,8 @@ It measures, one thing at a time on the same machine:
    ``http.client`` connections, the lightest load generator at hand: with ``requests`` they took
    enough CPU to cost the server about 8% of its records/s at concurrency 8.
 2. **bare forward**: the same records one at a time through ``Predictor.predict`` in this
-   process: the server's overhead per request is its p50 minus this p50.
+   process: the server's overhead per request is its p50 minus this p50. The concurrency levels and
+   the bare forward are interleaved: ``--rounds`` slices of ``--seconds / --rounds`` each, in turn.
 3. **cold start**: ``--starts`` fresh servers: seconds from process start to the first
    ``/ping`` 200 (model loaded and a warm-up prediction done), and the resident memory of the
    master and of each worker once ready.
@@ -69,8 +70,9 @@ def latency_stats(latencies: Sequence[float], records: int, seconds: float) -> d
     }
 
 
-def closed_loop(url: str, texts: Sequence[str], clients: int, seconds: float) -> dict[str, Any]:
-    """``clients`` threads, each sending its next record as soon as its last answer came back."""
+def closed_loop(url: str, texts: Sequence[str], clients: int, seconds: float) -> tuple[list[float], float]:
+    """``clients`` threads, each sending its next record as soon as its last answer came back: every
+    request's latency and the seconds it all took."""
     from http.client import HTTPConnection
     from urllib.parse import urlsplit
 
@@ -103,43 +105,15 @@ def closed_loop(url: str, texts: Sequence[str], clients: int, seconds: float) ->
     elapsed = time.perf_counter() - begin
     if errors:
         raise SystemExit(f"{len(errors)} request(s) failed, the first: {errors[0]}")
-    flat = [value for per_client in latencies for value in per_client]
-    return {"clients": clients, **latency_stats(flat, len(flat), elapsed)}
+    return [value for per_client in latencies for value in per_client], elapsed
 
 
 def server_settings(args: argparse.Namespace) -> dict[str, str]:
     return {"HFSM_DEVICE": args.device, "HFSM_AUTOCAST": args.autocast}
 
 
-def bench_latency(
-    model: Path,
-    texts: Sequence[str],
-    threads: int,
-    concurrency: Sequence[int],
-    seconds: float,
-    logs: Path,
-    settings: dict[str, str],
-) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    with live_server(model, logs, threads, settings, name="latency") as (server, _):
-        closed_loop(server.url, texts, max(concurrency), min(3.0, seconds))  # warm-up, not recorded
-        for clients in concurrency:
-            print(f"  concurrency {clients} for {seconds:.0f}s ...", flush=True)
-            results[str(clients)] = closed_loop(server.url, texts, clients, seconds)
-            print(
-                f"  {results[str(clients)]['records_per_s']:.1f} records/s, "
-                f"p50 {results[str(clients)]['p50_ms']:.1f} ms, p99 {results[str(clients)]['p99_ms']:.1f} ms",
-                flush=True,
-            )
-    return results
-
-
-def bench_bare_single(
-    model: Path, texts: Sequence[str], threads: int, seconds: float, settings: dict[str, str]
-) -> dict[str, Any]:
+def bare_loop(predictor: Any, texts: Sequence[str], seconds: float) -> tuple[list[float], float]:
     """One record per ``Predictor.predict`` call, in this process: the floor under the server's latency."""
-    device, autocast = settings["HFSM_DEVICE"], settings["HFSM_AUTOCAST"]
-    predictor = in_process_predictor(model, threads, device=device, autocast=autocast)
     latencies = []
     begin = time.perf_counter()
     position = 0
@@ -148,7 +122,47 @@ def bench_bare_single(
         predictor.predict([{"text": texts[position % len(texts)]}])
         latencies.append(time.perf_counter() - sent)
         position += 1
-    return latency_stats(latencies, len(latencies), time.perf_counter() - begin)
+    return latencies, time.perf_counter() - begin
+
+
+def bench_latency(
+    model: Path,
+    texts: Sequence[str],
+    threads: int,
+    concurrency: Sequence[int],
+    seconds: float,
+    rounds: int,
+    logs: Path,
+    settings: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each concurrency level, then the bare forward, for ``seconds / rounds`` each, ``rounds`` times
+    over: a machine that drifts over minutes then weighs on every level alike (see
+    ``common.interleaved``). Returns the server's statistics per level and the bare forward's."""
+    device, autocast = settings["HFSM_DEVICE"], settings["HFSM_AUTOCAST"]
+    slice_s = seconds / rounds
+    collected: dict[str, tuple[list[float], list[float]]] = {}
+    with live_server(model, logs, threads, settings, name="latency") as (server, _):
+        predictor = in_process_predictor(model, threads, device=device, autocast=autocast)
+        closed_loop(server.url, texts, max(concurrency), min(3.0, seconds))  # warm-up, not recorded
+        runs = [
+            (str(clients), lambda c=clients: closed_loop(server.url, texts, c, slice_s))
+            for clients in concurrency
+        ]
+        runs.append(("bare", lambda: bare_loop(predictor, texts, slice_s)))
+        for round_number in range(1, rounds + 1):
+            for name, run in runs:
+                latencies, elapsed = run()
+                collected.setdefault(name, ([], []))
+                collected[name][0].extend(latencies)
+                collected[name][1].append(elapsed)
+                print(
+                    f"  round {round_number}: {name:>4s} {len(latencies) / elapsed:8.1f} records/s, "
+                    f"p50 {1000 * percentile(latencies, 50):.1f} ms",
+                    flush=True,
+                )
+    stats = {name: latency_stats(lat, len(lat), sum(took)) for name, (lat, took) in collected.items()}
+    bare = stats.pop("bare")
+    return {name: {"clients": int(name), **numbers} for name, numbers in stats.items()}, bare
 
 
 def resident_mb(pid: int) -> float:
@@ -206,6 +220,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", default="1,8", help="client counts to measure (default 1,8)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per concurrency level")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="slices the seconds are cut into, interleaved (default 4)"
+    )
     parser.add_argument("--starts", type=int, default=3, help="cold starts to time")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="HFSM_DEVICE (default cpu)")
     parser.add_argument(
@@ -225,11 +242,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{len(texts)} texts from {args.data}, {args.threads} thread(s); {command}")
     load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs:
-        print("latency ...", flush=True)
+        print("latency and bare forward, interleaved ...", flush=True)
         settings = server_settings(args)
-        latency = bench_latency(model, texts, args.threads, concurrency, args.seconds, Path(logs), settings)
-        print("bare forward, one record at a time ...", flush=True)
-        bare = bench_bare_single(model, texts, args.threads, args.seconds, settings)
+        latency, bare = bench_latency(
+            model, texts, args.threads, concurrency, args.seconds, args.rounds, Path(logs), settings
+        )
         print("cold start ...", flush=True)
         cold = bench_cold_start(model, args.threads, args.starts, Path(logs), settings)
 
@@ -240,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "model": str(model),
         "data": str(args.data.resolve()),
         "threads": args.threads,
-        "settings": server_settings(args),
+        "settings": {**server_settings(args), "seconds": args.seconds, "rounds": args.rounds},
         "machine": machine(args.threads, load_at_start),
         "latency": latency,
         "bare_forward_single_record": bare,

@@ -5,7 +5,8 @@ count for every side::
 
     python bench/ner_inference.py --model runs/conll/model
 
-It measures, in this order and never two at once:
+All sides are loaded first (the servers side by side, idle until their turn), then timed in
+``--repeats`` interleaved rounds, never two at once (see ``common.interleaved``):
 
 1. **ours (server, fp32)**: the real ``python -m hfsm serve`` in a subprocess (``HFSM_TORCH_THREADS``
    set to ``--threads``, every other setting at its production default). Once ``/ping`` says 200,
