@@ -5,8 +5,8 @@ gradient alone is vocabulary x hidden floats (30,522 x 384 = 47 MB for MiniLM-L6
 afresh by every backward pass. glibc's malloc serves blocks above 32 MB with new ``mmap`` pages
 and unmaps them on free, so every step page-faults and zero-fills them again: on CoNLL-2003 its
 zero-fill took 24-44 ms of a 220-250 ms step here, against 10 ms under tcmalloc, which keeps
-freed memory for the next request. The whole MiniLM job ran at 63.0 training sentences/s with
-glibc and 75.2 with tcmalloc (same loss, same F1; bench/README.md).
+freed memory for the next request. In alternating pairs of the same MiniLM job the median gain was
+1.14x, with the same loss and F1 (bench/allocator.py).
 
 An allocator can only be swapped before the process starts (``LD_PRELOAD``), so ``train`` and
 ``serve`` re-execute themselves once with it preloaded; the processes they start (torchrun's,
