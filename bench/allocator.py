@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, command_line, machine, write_results
+from common import RESULTS, command_line, machine, pin_threads, write_results
 from train_throughput import DEFAULT_DATA, default_model, read_rows, run_ours, stage_limited
 
 DEFAULT_OUTPUT = RESULTS / "allocator.json"
@@ -50,10 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
-        os.environ[name] = str(args.threads)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    pin_threads(args.threads)
     model = (args.model or default_model()).resolve()
     data = args.data.resolve()
     command = command_line(__file__, argv)

@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, SHARED_DATA, command_line, machine, seqeval_scores
+from common import RESULTS, ROOT, SHARED_DATA, command_line, machine, pin_threads, seqeval_scores
 
 from hfsm.data.records import ordered_labels
 from hfsm.tasks import NER
@@ -507,10 +507,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     threads = args.threads
     # Same thread pools on both sides: set before torch is first imported; the job's process inherits
     # them (it sets no thread count of its own, so torch takes OMP_NUM_THREADS).
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
-        os.environ[name] = str(threads)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    pin_threads(threads)
     model = (args.model or default_model()).resolve()
     data = args.data.resolve()
     splits = {name: read_rows(data / f"{name}.csv", args.limit) for name in ("train", "dev")}

@@ -37,8 +37,9 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
     "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"),
     "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
 }
-"""Shared objects per allocator, in order of preference (Debian/Ubuntu: libtcmalloc-minimal4,
-libjemalloc2; the image installs the first)."""
+"""Shared objects per allocator, in order of preference (the image installs tcmalloc's)."""
+PACKAGES = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}
+"""The Debian/Ubuntu package of each, for the message when one is asked for and missing."""
 QUIET = {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 50)}
 """tcmalloc writes a line to stderr for every allocation over 1 GB (a large model's weights) by default."""
 
@@ -79,15 +80,15 @@ def choose(environ: Mapping[str, str], dirs: Sequence[Path] | None = None) -> Pr
     preloaded = environ.get("LD_PRELOAD", "")
     if any(filename in preloaded for names in LIBRARIES.values() for filename in names):
         return None  # the user preloaded one already
+    folders = library_dirs() if dirs is None else dirs
     for name in LIBRARIES if choice == "auto" else (choice,):
-        library = find_library(name, dirs)
+        library = find_library(name, folders)
         if library is not None:
             return Preload(name, library)
     if choice != "auto":
-        searched = ", ".join(str(folder) for folder in (library_dirs() if dirs is None else dirs))
         raise UserError(
-            f"{ENV}={choice}, but none of {', '.join(LIBRARIES[choice])} is in {searched}; install it "
-            f"(Debian/Ubuntu: {'libtcmalloc-minimal4' if choice == 'tcmalloc' else 'libjemalloc2'}) "
+            f"{ENV}={choice}, but none of {', '.join(LIBRARIES[choice])} is in "
+            f"{', '.join(map(str, folders))}; install it (Debian/Ubuntu: {PACKAGES[choice]}) "
             f"or set {ENV}=auto or system"
         )
     return None
