@@ -9,8 +9,10 @@ Sides, loaded together and timed one at a time in interleaved rounds: our server
 JSON Lines payloads (fp32, ``HFSM_QUANTIZE=int8``, ``HFSM_AUTOCAST=bf16``), the bare
 ``Predictor.predict`` in this process, and
 ``transformers.pipeline("text-classification")`` at the fastest of ``--batch-sizes`` (chosen on an
-evenly spaced sample). Then: top-class agreement between the sides and accuracy against the gold
-labels. Results go to ``bench/results/classif_inference.json``.
+evenly spaced sample), and with ``--toolkit-image`` the Hugging Face inference DLC's server (the
+toolkit behind multi-model-server, ``bench/toolkit/Dockerfile``) sent all texts in one request.
+Then: top-class agreement between the sides and accuracy against the gold labels. Results go to
+``bench/results/classif_inference.json``.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     measured = measure_sides(args, model, texts, "text-classification")
 
     labels = {
-        name: top_labels(side["outputs"], "label" if name.startswith("pipeline") else "pred")
+        name: top_labels(side["outputs"], "label" if name.startswith(("pipeline", "toolkit")) else "pred")
         for name, side in measured.items()
     }
     pipe = measured["pipeline"]
@@ -94,6 +96,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             if name != "pipeline"
         },
     }
+    if "toolkit_server" in measured:
+        toolkit = measured["toolkit_server"]["records_per_s"]
+        results["ratios"].update(
+            {
+                f"{name}_over_toolkit_server": side["records_per_s"] / toolkit
+                for name, side in measured.items()
+                if name.startswith("ours_server")
+            }
+        )
     print()
     print(f"classif inference, {len(texts)} records, {threads} torch thread(s), median of {repeats} run(s)")
     for name, side in measured.items():

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 WARMUP_RECORDS = 32
+TOOLKIT_IMAGE = "localhost/hf-toolkit:bench"
+"""The Hugging Face inference DLC's server, rebuilt from PyPI by bench/toolkit/Dockerfile."""
 T = TypeVar("T")
 
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers that run the real server
@@ -206,6 +210,92 @@ def server_side(
         yield Side(transform, info, finish)
 
 
+def podman(*args: str, check: bool = True) -> str:
+    """stdout of ``podman ARGS``; a failure ends the benchmark with podman's message."""
+    done = subprocess.run(["podman", *args], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise SystemExit(f"podman {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def http(url: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    """(status, body) of one GET (or a JSON POST with ``body``); status 0 when nothing answered."""
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (OSError, ValueError):  # refused, reset, timed out, or a port-forward not yet listening
+        return 0, b""
+
+
+@contextlib.contextmanager
+def toolkit_side(
+    image: str,
+    model: Path,
+    texts: Sequence[str],
+    threads: int,
+    batch_size: int,
+    port: int = 18090,
+    **parameters: Any,
+) -> Iterator[Side]:
+    """The Hugging Face inference DLC's server (``bench/toolkit/Dockerfile``): the toolkit's handler
+    behind multi-model-server, one worker with ``threads`` torch threads, sent every text in one JSON
+    request (``{"inputs": [...], "parameters": {...}}``, its documented batch form) with the pipeline
+    call's ``parameters`` and the pipeline side's best ``batch_size``.
+
+    Its /ping says 200 before its worker has loaded the model, so readiness is a real prediction.
+    """
+    env = {
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600",  # one request holds the whole set
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+    env_args = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
+    container = podman(
+        "run",
+        "-d",
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        "-v",
+        f"{model}:/opt/ml/model:ro",
+        *env_args,
+        image,
+        "serve",
+    )
+    url = f"http://127.0.0.1:{port}/invocations"
+    try:
+        warmup = json.dumps({"inputs": list(texts[:WARMUP_RECORDS]), "parameters": parameters}).encode()
+        deadline = time.monotonic() + 300
+        while (status := http(url, warmup, timeout=120)[0]) != 200:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{image}: no prediction after 300 s (last status {status})")
+            time.sleep(0.5)
+        body = json.dumps({"inputs": list(texts), "parameters": {**parameters, "batch_size": batch_size}})
+
+        def run() -> list[Any]:
+            status, answer = http(url, body.encode(), timeout=3600)
+            if status != 200:
+                raise SystemExit(f"{image} answered {status}: {answer[:500]!r}")
+            return json.loads(answer)
+
+        info = {
+            "image": image,
+            "image_id": podman("image", "inspect", "--format", "{{.Id}}", image)[:12],
+            "batch_size": batch_size,
+            "parameters": parameters,
+            "requests": 1,
+            "env": env,
+        }
+        yield Side(run, info, lambda outputs: {"outputs": outputs})
+    finally:
+        podman("rm", "-f", "-t", "5", container, check=False)
+
+
 def bare_side(model: Path, texts: Sequence[str], threads: int, device: str = "cpu") -> Side:
     """The prediction core in this process: no HTTP, no JSON, every record in one call."""
     from hfsm.inference.predictor import RecordError
@@ -310,6 +400,10 @@ def measure_sides(
     ``pipeline(task)`` (on a GPU also with float16 weights), loaded side by side and timed in
     interleaved rounds (:func:`interleaved`). ``args`` come from :func:`throughput_arguments`."""
     threads, device = args.threads, args.device
+    if args.toolkit_image and device != "cpu":
+        raise SystemExit(
+            "--toolkit-image: bench/toolkit/Dockerfile builds a CPU image; leave it out on a GPU"
+        )
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs, contextlib.ExitStack() as stack:
         sides: dict[str, Side] = {}
@@ -325,6 +419,12 @@ def measure_sides(
             print(f"loading {name} and choosing its batch size ...", flush=True)
             sides[name] = pipeline_side(
                 task, model, texts, threads, batch_sizes, args.sample, device, dtype, **pipeline_options
+            )
+        if args.toolkit_image:
+            print(f"starting toolkit_server ({args.toolkit_image}) ...", flush=True)
+            best = sides["pipeline"].info["batch_size"]
+            sides["toolkit_server"] = stack.enter_context(
+                toolkit_side(args.toolkit_image, model, texts, threads, best, **pipeline_options)
             )
         return interleaved(sides, args.repeats, len(texts))
 
@@ -347,6 +447,14 @@ def throughput_arguments(description: str, data: Path, output: Path) -> argparse
     )
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="where every side runs (default cpu)"
+    )
+    parser.add_argument(
+        "--toolkit-image",
+        nargs="?",
+        const=TOOLKIT_IMAGE,
+        default=None,
+        help="also time the Hugging Face inference DLC's server, this image built from bench/toolkit/"
+        f"Dockerfile (CPU only; the flag alone: {TOOLKIT_IMAGE})",
     )
     parser.add_argument("--output", type=Path, default=output, help="the JSON results file")
     return parser

@@ -21,6 +21,10 @@ All sides are loaded first (the servers side by side, idle until their turn), th
 4. **reference**: ``transformers.pipeline("token-classification", aggregation_strategy="first")``
    over the same texts; its batch size is the fastest of ``--batch-sizes`` on an evenly spaced
    sample of ``--sample`` texts, then the whole set is timed with it.
+5. **the DLC's server** (with ``--toolkit-image``): what the Hugging Face inference Deep Learning
+   Containers run, rebuilt by ``bench/toolkit/Dockerfile`` (sagemaker-huggingface-inference-toolkit
+   behind multi-model-server, one worker, ``--threads`` torch threads), sent every text in one JSON
+   request with the same pipeline parameters and batch size as the reference.
 
 Then it compares the predictions word by word and entity by entity (the pipeline's entities, with
 character offsets, become B-/I- tags of the whitespace words they cover; an entity is a (type, first
@@ -178,6 +182,11 @@ def compare(sentences: Sequence[Sentence], outputs: dict[str, Sequence[Any]]) ->
         },
         "ours_vs_pipeline_character_spans": entity_f1(ours_spans, pipe_spans),
     }
+    if "toolkit_server" in outputs:
+        dlc = outputs["toolkit_server"]
+        toolkit = [pipeline_word_tags(s.text, e)[0] for s, e in zip(sentences, dlc, strict=True)]
+        scores["toolkit_server"] = seqeval_scores(gold, toolkit)
+        compared["ours_vs_toolkit_server"] = agreement(ours_tags, toolkit)
     compared.update({f"{name}_vs_fp32": agreement(tags, ours_tags) for name, tags in fast.items()})
     compared.update(
         {
@@ -211,6 +220,8 @@ def print_table(results: dict[str, Any]) -> None:
     ]
     if "pipeline_fp16" in sides:
         rows.append(("HF pipeline, float16 weights", "pipeline_fp16", "batch_size"))
+    if "toolkit_server" in sides:
+        rows.append(("HF DLC server (toolkit + MMS, 1 request)", "toolkit_server", "batch_size"))
     for name, key, note in rows:
         numbers = sides[key]
         print(f"{name:40s}{numbers['records_per_s']:10.1f}{numbers['seconds']:10.2f}  {note} {numbers[note]}")
@@ -219,6 +230,8 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"{name:38s} {ratio:8.2f}")
     print()
     versus_keys = [("ours vs pipeline", "ours_vs_pipeline")]
+    if "ours_vs_toolkit_server" in compared:
+        versus_keys.append(("ours vs DLC server", "ours_vs_toolkit_server"))
     versus_keys += [(f"{name} vs fp32    ", f"{name}_vs_fp32") for name in fast]
     for label, key in versus_keys:
         versus = compared[key]
@@ -233,7 +246,7 @@ def print_table(results: dict[str, Any]) -> None:
         f"word tags {whole['word_tag_agreement_pct']:.2f}%"
     )
     for side, score in gold.items():
-        print(f"seqeval F1 vs gold, {side:13s} {100 * score['f1']:.2f}")
+        print(f"seqeval F1 vs gold, {side:14s} {100 * score['f1']:.2f}")
     for name in fast:
         print(f"{name} F1 drop: {compared[f'{name}_f1_drop_points']:.2f} points")
     print(f"server tags == bare forward tags: {compared['server_equals_bare_forward_tags']}")
@@ -278,6 +291,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             * (server["seconds"] / measured["ours_bare_forward"]["seconds"] - 1),
         },
     }
+    if "toolkit_server" in measured:
+        toolkit = measured["toolkit_server"]["records_per_s"]
+        results["ratios"].update(
+            {
+                f"server_{name}_over_toolkit_server": measured[f"ours_server{suffix}"]["records_per_s"]
+                / toolkit
+                for name, suffix in [("fp32", ""), *((name, f"_{name}") for name in fast_paths(measured))]
+            }
+        )
     if "pipeline_fp16" in measured:
         half = measured["pipeline_fp16"]["records_per_s"]
         results["ratios"].update(
