@@ -9,9 +9,11 @@ requests to it once /ping says 200. So what counts is the time from ``docker run
    could really have been served.
 
 Both images serve the same model folder, mounted at ``/opt/ml/model`` as SageMaker mounts it, on
-the same machine; their starts alternate (ours, toolkit, ours, toolkit, ...) so that the machine's
-drift lands on both. The reference is ``bench/toolkit/Dockerfile``: sagemaker-huggingface-inference-
-toolkit behind multi-model-server, as the Hugging Face inference DLCs run it. Also recorded: the
+the same machine; ours on torch and, where the folder has an ONNX export (``python -m hfsm local
+export-onnx``), on ONNX Runtime. Their starts alternate (ours, ours_onnx, toolkit, ours, ...) so
+that the machine's drift lands on all. The reference is ``bench/toolkit/Dockerfile``:
+sagemaker-huggingface-inference-toolkit behind multi-model-server, as the Hugging Face inference
+DLCs run it. Also recorded: the
 resident memory of all the container's processes once it answers, and the seconds the engine takes
 to start and stop an empty container of each image (``true``), which both sides pay alike.
 """
@@ -172,10 +174,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     model = check_model(args.model)
     command = command_line(__file__, argv)
-    sides = {
-        "ours": (args.image, {}),
-        "toolkit": (args.toolkit_image, {"SAGEMAKER_MODEL_SERVER_WORKERS": str(args.toolkit_workers)}),
-    }
+    sides = {"ours": (args.image, {"HFSM_RUNTIME": "torch"})}
+    if (model / "onnx" / "model.onnx").is_file():
+        sides["ours_onnx"] = (args.image, {"HFSM_RUNTIME": "onnxruntime"})
+    else:
+        print(f"{model} has no ONNX export (python -m hfsm local export-onnx): no ours_onnx side", flush=True)
+    sides["toolkit"] = (args.toolkit_image, {"SAGEMAKER_MODEL_SERVER_WORKERS": str(args.toolkit_workers)})
     for image, _ in sides.values():
         image_id(image)  # fails early, naming the image, when it is not built
     print(f"{command}\nempty containers ...", flush=True)
@@ -209,11 +213,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         **{name: summary(runs[name], empty[name]) for name in sides},
     }
-    ours, toolkit = results["ours"], results["toolkit"]
+    toolkit = results["toolkit"]
     results["ratios"] = {
-        "toolkit_over_ours_first_prediction": toolkit["to_first_prediction_s_median"]
-        / ours["to_first_prediction_s_median"],
-        "toolkit_over_ours_ping_200": toolkit["to_ping_200_s_median"] / ours["to_ping_200_s_median"],
+        f"toolkit_over_{name}_{what}": toolkit[f"to_{what}_s_median"] / results[name][f"to_{what}_s_median"]
+        for name in sides
+        if name != "toolkit"
+        for what in ("first_prediction", "ping_200")
     }
     print(f"\n{'median seconds':16s}{'/ping 200':>11s}{'first answer':>14s}{'empty':>8s}{'RSS MB':>8s}")
     for name in sides:

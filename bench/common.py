@@ -135,12 +135,19 @@ def live_server(
 
 
 def in_process_predictor(
-    model: Path, threads: int, quantize: str = "none", device: str = "cpu", autocast: str = "none"
+    model: Path,
+    threads: int,
+    quantize: str = "none",
+    device: str = "cpu",
+    autocast: str = "none",
+    runtime: str = "torch",
 ) -> Any:
     """The prediction core the server runs, loaded in this process and warmed up like the server's."""
     from hfsm.inference.predictor import PredictOptions, Predictor
 
-    options = PredictOptions(torch_threads=threads, quantize=quantize, device=device, autocast=autocast)
+    options = PredictOptions(
+        torch_threads=threads, quantize=quantize, device=device, autocast=autocast, runtime=runtime
+    )
     predictor = Predictor.load(model, options)
     predictor.warmup()
     return predictor
@@ -165,16 +172,14 @@ def server_side(
     texts: Sequence[str],
     threads: int,
     log_dir: Path,
-    quantize: str = "none",
-    autocast: str = "none",
-    device: str = "cpu",
+    settings: Mapping[str, str],
 ) -> Iterator[Side]:
-    """Our real server, fed MULTI_RECORD JSON Lines payloads one at a time as Batch Transform does."""
+    """Our real server with these ``HFSM_*`` settings, fed MULTI_RECORD JSON Lines payloads one at a
+    time as Batch Transform does."""
     from hfsm.local.transform import MB, Invoker, fetch_execution_parameters, pack_records
 
     latencies: list[float] = []
-    settings = {"HFSM_QUANTIZE": quantize, "HFSM_AUTOCAST": autocast, "HFSM_DEVICE": device}
-    name = f"throughput-{quantize}-{autocast}"
+    name = "throughput-" + "-".join(value.lower() for value in settings.values())
     with live_server(model, log_dir, threads, settings, name) as (server, ready_s):
         params = fetch_execution_parameters(server.url)
         invoke = Invoker(server.url, "application/jsonlines", "application/jsonlines")
@@ -198,9 +203,15 @@ def server_side(
 
         invoke(lines[:WARMUP_RECORDS])
         info = {
-            "quantize": quantize,
-            "autocast": autocast,
-            "device": device,
+            "settings": dict(settings),
+            "engine": next(
+                (
+                    line.split("model (", 1)[1].split(")")[0]
+                    for line in server.logs().splitlines()
+                    if " model (" in line
+                ),
+                "",
+            ),
             "requests": len(payloads),
             "records_per_request_max": max(len(records) for records in payloads),
             "payload_bytes_max": max(sum(len(line) + 1 for line in records) for records in payloads),
@@ -310,7 +321,14 @@ def bare_side(model: Path, texts: Sequence[str], threads: int, device: str = "cp
             raise SystemExit(f"Predictor refused {len(failed)} record(s), the first: {failed[0].message}")
         return {"outputs": outputs}
 
-    return Side(lambda: predictor.predict(records), {"batch_size": predictor.options.batch_size}, finish)
+    return Side(
+        lambda: predictor.predict(records),
+        {
+            "batch_size": predictor.options.batch_size or "engine default",
+            "engine": predictor.engine.description,
+        },
+        finish,
+    )
 
 
 def pipeline_side(
@@ -377,20 +395,35 @@ def interleaved(sides: Mapping[str, Side], repeats: int, records: int) -> dict[s
     }
 
 
-def variants(device: str) -> list[tuple[str, str, str]]:
-    """(side, HFSM_QUANTIZE, HFSM_AUTOCAST) of our server on ``device``: float32 and the opt-in fast
-    paths there (int8 is a CPU kernel; fp16 autocast runs on GPUs only)."""
-    if device == "cpu":
+def variants(device: str, model: Path) -> list[tuple[str, dict[str, str]]]:
+    """(side, server settings) of our server on ``device``: float32 and the opt-in fast paths there.
+
+    CPU: torch int8; torch bf16 autocast where the CPU has native bfloat16 (elsewhere it is slower
+    than float32, as the server warns); ONNX Runtime float32 and int8 where ``model`` has an export
+    (``python -m hfsm local export-onnx``). GPU: bf16 and fp16 autocast.
+    """
+    torch_side = {"HFSM_RUNTIME": "torch", "HFSM_DEVICE": device}
+    if device != "cpu":
         return [
-            ("ours_server", "none", "none"),
-            ("ours_server_int8", "int8", "none"),
-            ("ours_server_bf16", "none", "bf16"),
+            ("ours_server", torch_side),
+            ("ours_server_bf16", {**torch_side, "HFSM_AUTOCAST": "bf16"}),
+            ("ours_server_fp16", {**torch_side, "HFSM_AUTOCAST": "fp16"}),
         ]
-    return [
-        ("ours_server", "none", "none"),
-        ("ours_server_bf16", "none", "bf16"),
-        ("ours_server_fp16", "none", "fp16"),
-    ]
+    import torch
+
+    sides = [("ours_server", torch_side), ("ours_server_int8", {**torch_side, "HFSM_QUANTIZE": "int8"})]
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        sides.append(("ours_server_bf16", {**torch_side, "HFSM_AUTOCAST": "bf16"}))
+    else:
+        print("no native bfloat16 on this CPU: the bf16 autocast side is left out", flush=True)
+    if (model / "onnx" / "model.onnx").is_file():
+        onnx_side = {"HFSM_RUNTIME": "onnxruntime", "HFSM_DEVICE": "cpu"}
+        sides.append(("ours_server_onnx", onnx_side))
+        if (model / "onnx" / "model.int8.onnx").is_file():
+            sides.append(("ours_server_onnx_int8", {**onnx_side, "HFSM_QUANTIZE": "int8"}))
+    else:
+        print(f"{model} has no ONNX export: the ONNX Runtime sides are left out", flush=True)
+    return sides
 
 
 def measure_sides(
@@ -407,11 +440,9 @@ def measure_sides(
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="hfsm-bench-") as logs, contextlib.ExitStack() as stack:
         sides: dict[str, Side] = {}
-        for name, quantize, autocast in variants(device):
+        for name, settings in variants(device, model):
             print(f"starting {name} ...", flush=True)
-            sides[name] = stack.enter_context(
-                server_side(model, texts, threads, Path(logs), quantize, autocast, device)
-            )
+            sides[name] = stack.enter_context(server_side(model, texts, threads, Path(logs), settings))
         print("loading ours_bare_forward ...", flush=True)
         sides["ours_bare_forward"] = bare_side(model, texts, threads, device)
         dtypes = {"pipeline": "float32"} | ({"pipeline_fp16": "float16"} if device != "cpu" else {})

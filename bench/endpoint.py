@@ -109,7 +109,7 @@ def closed_loop(url: str, texts: Sequence[str], clients: int, seconds: float) ->
 
 
 def server_settings(args: argparse.Namespace) -> dict[str, str]:
-    return {"HFSM_DEVICE": args.device, "HFSM_AUTOCAST": args.autocast}
+    return {"HFSM_DEVICE": args.device, "HFSM_AUTOCAST": args.autocast, "HFSM_RUNTIME": args.runtime}
 
 
 def bare_loop(predictor: Any, texts: Sequence[str], seconds: float) -> tuple[list[float], float]:
@@ -138,11 +138,11 @@ def bench_latency(
     """Each concurrency level, then the bare forward, for ``seconds / rounds`` each, ``rounds`` times
     over: a machine that drifts over minutes then weighs on every level alike (see
     ``common.interleaved``). Returns the server's statistics per level and the bare forward's."""
-    device, autocast = settings["HFSM_DEVICE"], settings["HFSM_AUTOCAST"]
+    device, autocast, runtime = settings["HFSM_DEVICE"], settings["HFSM_AUTOCAST"], settings["HFSM_RUNTIME"]
     slice_s = seconds / rounds
     collected: dict[str, tuple[list[float], list[float]]] = {}
     with live_server(model, logs, threads, settings, name="latency") as (server, _):
-        predictor = in_process_predictor(model, threads, device=device, autocast=autocast)
+        predictor = in_process_predictor(model, threads, device=device, autocast=autocast, runtime=runtime)
         closed_loop(server.url, texts, max(concurrency), min(3.0, seconds))  # warm-up, not recorded
         runs = [
             (str(clients), lambda c=clients: closed_loop(server.url, texts, c, slice_s))
@@ -227,6 +227,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="HFSM_DEVICE (default cpu)")
     parser.add_argument(
         "--autocast", choices=("none", "bf16", "fp16"), default="none", help="HFSM_AUTOCAST (default none)"
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="HFSM_RUNTIME of the server and the bare forward (default torch; onnxruntime needs the "
+        "model's export: python -m hfsm local export-onnx)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)

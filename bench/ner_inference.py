@@ -8,14 +8,17 @@ count for every side::
 All sides are loaded first (the servers side by side, idle until their turn), then timed in
 ``--repeats`` interleaved rounds, never two at once (see ``common.interleaved``):
 
-1. **ours (server, fp32)**: the real ``python -m hfsm serve`` in a subprocess (``HFSM_TORCH_THREADS``
-   set to ``--threads``, every other setting at its production default). Once ``/ping`` says 200,
+1. **ours (server, fp32)**: the real ``python -m hfsm serve`` in a subprocess on torch
+   (``HFSM_RUNTIME=torch``, ``HFSM_TORCH_THREADS`` set to ``--threads``, every other setting at its
+   production default). Once ``/ping`` says 200,
    the texts are sent as ``application/jsonlines`` the way Batch Transform sends them:
    ``MaxPayloadInMB`` from ``/execution-parameters``, lines packed into ``MULTI_RECORD`` payloads by
    the harness's own :func:`hfsm.local.transform.pack_records`, one request at a time. One small
    warm-up request first, then records/s over the whole set (HTTP, JSON and all).
-2. **ours (server, int8)**: the same with ``HFSM_QUANTIZE=int8``, the opt-in fast path; then with
-   ``HFSM_AUTOCAST=bf16`` (float32 weights, bf16 matrix products), the other one.
+2. **ours (server, fast paths)**: the same with ``HFSM_QUANTIZE=int8`` (torch); with
+   ``HFSM_AUTOCAST=bf16`` (float32 weights, bf16 matrix products) where the CPU has native bfloat16;
+   and where the model folder has an ONNX export (``python -m hfsm local export-onnx``), with
+   ``HFSM_RUNTIME=onnxruntime``, float32 and int8.
 3. **bare forward**: ``Predictor.predict(records)`` in this process, on all the records at once: the
    prediction core without HTTP, to give the server's overhead.
 4. **reference**: ``transformers.pipeline("token-classification", aggregation_strategy="first")``
@@ -209,11 +212,17 @@ def print_table(results: dict[str, Any]) -> None:
     n, threads, repeats = results["records"], results["threads"], results["repeats"]
     print()
     print(f"NER inference, {n} records, {threads} torch thread(s), median of {repeats} run(s)")
-    print(f"{'':40s}{'records/s':>10s}{'seconds':>10s}  notes")
+    print(f"{'':46s}{'records/s':>10s}{'seconds':>10s}  notes")
     fast = fast_paths(sides)
-    setting = {"int8": "HFSM_QUANTIZE=int8", "bf16": "HFSM_AUTOCAST=bf16", "fp16": "HFSM_AUTOCAST=fp16"}
-    rows = [("ours: server fp32 (HTTP, MULTI_RECORD)", "ours_server", "requests")]
-    rows += [(f"ours: server {name} ({setting[name]})", f"ours_server_{name}", "requests") for name in fast]
+    setting = {
+        "int8": "torch int8",
+        "bf16": "torch bf16 autocast",
+        "fp16": "torch fp16 autocast",
+        "onnx": "ONNX Runtime fp32",
+        "onnx_int8": "ONNX Runtime int8",
+    }
+    rows = [("ours: server torch fp32 (HTTP, MULTI_RECORD)", "ours_server", "requests")]
+    rows += [(f"ours: server {setting[name]}", f"ours_server_{name}", "requests") for name in fast]
     rows += [
         ("ours: bare Predictor.predict fp32", "ours_bare_forward", "batch_size"),
         ("HF pipeline (aggregation first)", "pipeline", "batch_size"),
@@ -224,7 +233,7 @@ def print_table(results: dict[str, Any]) -> None:
         rows.append(("HF DLC server (toolkit + MMS, 1 request)", "toolkit_server", "batch_size"))
     for name, key, note in rows:
         numbers = sides[key]
-        print(f"{name:40s}{numbers['records_per_s']:10.1f}{numbers['seconds']:10.2f}  {note} {numbers[note]}")
+        print(f"{name:46s}{numbers['records_per_s']:10.1f}{numbers['seconds']:10.2f}  {note} {numbers[note]}")
     print()
     for name, ratio in results["ratios"].items():
         print(f"{name:38s} {ratio:8.2f}")

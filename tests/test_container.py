@@ -190,22 +190,41 @@ def test_serve_in_the_image_answers_and_stops_on_sigterm(image: Image, trained_i
     """``serve`` as an endpoint runs it: port 8080 published on 127.0.0.1, the model read-only; then
     SIGTERM, as when the endpoint is updated or deleted, must drain and exit 0 at once."""
     assert trained_in_image.returncode == 0, "needs the model trained in the image"
+    code, stopped_in, logs = serve_and_stop(image, trained_in_image.model_dir)
+    assert code == "0", logs[-3000:]
+    assert "memory allocator: tcmalloc" in logs, logs[-3000:]
+    assert "loaded ner model (bert; torch)" in logs, logs[-3000:]
+    assert stopped_in < 15, f"stop took {stopped_in:.0f}s"
+
+
+def test_serve_in_the_image_answers_from_an_onnx_export(
+    image: Image, trained_in_image: TrainResult, tmp_path: Path
+) -> None:
+    """The image's exporter (what train's export_onnx=true runs) writes model/onnx, and its serve then
+    answers from ONNX Runtime: onnx and onnxruntime are in the image, and the worker loads no torch."""
+    assert trained_in_image.returncode == 0, "needs the model trained in the image"
+    model = tmp_path / "model"
+    shutil.copytree(trained_in_image.model_dir, model)
+    export = ["python", "-m", "hfsm", "local", "export-onnx", "--model", "/opt/ml/model"]
+    done = image.run("run", "--rm", "-v", f"{model}:/opt/ml/model", image.tag, *export)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (model / "onnx" / "model.onnx").is_file() and (model / "onnx" / "model.int8.onnx").is_file()
+    code, _, logs = serve_and_stop(image, model)
+    assert code == "0", logs[-3000:]
+    assert "loaded ner model (onnxruntime, model.onnx)" in logs, logs[-3000:]
+
+
+def serve_and_stop(image: Image, model_dir: Path) -> tuple[str, float, str]:
+    """Serve ``model_dir`` read-only on a published port, check the answers, stop with SIGTERM (as
+    SageMaker does) and give the exit code, the seconds the stop took and the logs."""
     name = f"hfsm-test-serve-{os.getpid()}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     image.run("rm", "-f", name)
     started = image.run(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "-p",
-        f"127.0.0.1:{port}:8080",
-        "-v",
-        f"{trained_in_image.model_dir}:/opt/ml/model:ro",
-        image.tag,
-        "serve",
-    )
+        "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{model_dir}:/opt/ml/model:ro",
+        image.tag, "serve",
+    )  # fmt: skip
     assert started.returncode == 0, started.stderr
     try:
         try:
@@ -220,11 +239,9 @@ def test_serve_in_the_image_answers_and_stops_on_sigterm(image: Image, trained_i
         logs = image.logs(name)
     finally:
         image.run("rm", "-f", name)
-    assert code == "0", logs[-3000:]
-    assert "memory allocator: tcmalloc" in logs, logs[-3000:]
-    assert stopped_in < 15, f"stop took {stopped_in:.0f}s"
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/ping", timeout=5)
+    return code, stopped_in, logs
 
 
 def running(image: Image, name: str) -> bool:

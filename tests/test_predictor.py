@@ -11,6 +11,7 @@ from hfsm.data.records import word_spans
 from hfsm.errors import UserError
 from hfsm.inference import predictor as predictor_module
 from hfsm.inference.predictor import PredictOptions, Predictor, RecordError
+from hfsm.inference.torch_engine import quantize_int8
 from sagemaker_tree import TrainResult
 from serving_models import always_tagging
 
@@ -217,7 +218,7 @@ def test_packed_forward_passes_answer_like_padded_ones(trained: dict[str, TrainR
     )
     packed.warmup()
     padded.warmup()
-    assert (packed.position_offset, padded.position_offset) == (0, None)
+    assert (packed.engine.position_offset, padded.engine.position_offset) == (0, None)
     texts = [
         "Hello from New York",
         "x",
@@ -240,7 +241,7 @@ def test_models_that_cannot_be_packed_stay_padded(trained: dict[str, TrainResult
     model_dir = trained["ner_bbox"].model_dir
     auto = Predictor.load(model_dir, PredictOptions(torch_threads=1))
     auto.warmup()
-    assert auto.position_offset is None
+    assert auto.engine.position_offset is None
     required = Predictor.load(model_dir, PredictOptions(torch_threads=1, pack_sequences=True))
     with pytest.raises(UserError, match="HFSM_PACK_SEQUENCES=true, but LayoutLMForTokenClassification"):
         required.warmup()
@@ -251,7 +252,7 @@ def test_int8_quantization_answers_like_the_fp32_model(trained: dict[str, TrainR
 
     options = PredictOptions(torch_threads=1, quantize="int8")
     quantized = {name: Predictor.load(trained[name].model_dir, options) for name in ("ner", "classif")}
-    model = quantized["ner"].model
+    model = quantized["ner"].engine.model
     float_layers = [m for m in model.modules() if type(m) is torch.nn.Linear]
     assert [m.out_features for m in float_layers] == [model.config.num_labels], "only the output layer"
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
@@ -264,7 +265,7 @@ def test_int8_quantization_answers_like_the_fp32_model(trained: dict[str, TrainR
 
 def test_int8_quantization_is_refused_on_a_gpu(trained: dict[str, TrainResult]) -> None:
     with pytest.raises(UserError, match="CPU only"):
-        predictor_module.quantize_int8(object(), "cuda")
+        quantize_int8(object(), "cuda")
 
 
 def test_bf16_autocast_runs_the_products_in_bf16_and_answers_like_float32(
@@ -278,9 +279,9 @@ def test_bf16_autocast_runs_the_products_in_bf16_and_answers_like_float32(
         plain = Predictor.load(trained[name].model_dir, PredictOptions(torch_threads=1))
         fast = Predictor.load(trained[name].model_dir, PredictOptions(torch_threads=1, autocast="bf16"))
         fast.warmup()
-        assert next(fast.model.parameters()).dtype == torch.float32, "the weights stay float32"
+        assert next(fast.engine.model.parameters()).dtype == torch.float32, "the weights stay float32"
         seen: list[torch.dtype] = []
-        layer = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Linear))
+        layer = next(m for m in fast.engine.model.modules() if isinstance(m, torch.nn.Linear))
         hook = layer.register_forward_hook(lambda module, args, output, seen=seen: seen.append(output.dtype))
         records = [{"text": text}, {"text": shorter}]
         answers, expected = fast.predict(records), plain.predict(records)

@@ -124,7 +124,7 @@ def test_settings_defaults_follow_the_sagemaker_contract() -> None:
     assert (settings.max_payload_mb, settings.max_records, settings.max_concurrent_transforms) == (6, None, 1)
     assert ServingSettings.from_environ({"HFSM_MAX_RECORDS": "0"}).max_records is None
     assert ServingSettings.from_environ({"HFSM_MAX_RECORDS": "20"}).max_records == 20
-    assert settings.predict.batch_size == 32 and settings.predict.max_words == 100_000
+    assert settings.predict.batch_size is None and settings.predict.max_words == 100_000  # engine's default
     assert settings.predict.trust_remote_code is False
     assert settings.predict.torch_threads is not None and settings.predict.torch_threads >= 1
     assert (settings.threads, settings.batch_wait_ms, settings.predict.quantize) == (16, 5.0, "none")

@@ -238,6 +238,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "(served with peft, slower).",
     ),
     Hyperparameter(
+        "export_onnx",
+        parse_bool,
+        False,
+        "Also write `model/onnx/`: the model as ONNX graphs (float32 and int8) and its tokenizer, each "
+        "checked against torch on probe texts, for serving with ONNX Runtime (`HFSM_RUNTIME`): a worker "
+        "that answers in about a second, without torch. A failed export is logged and recorded in "
+        "`metrics.json` (`onnx_export`); the job and its model stand.",
+    ),
+    Hyperparameter(
         "max_seq_length",
         parse_int,
         256,
@@ -372,6 +381,7 @@ class TrainConfig:
     lora_dropout: float
     lora_target_modules: str | None
     merge_lora_weights: bool
+    export_onnx: bool
     max_seq_length: int
     stride: int
     label_all_tokens: bool
@@ -494,5 +504,7 @@ def _validate(config: TrainConfig) -> None:
         raise bad("eval_strategy", "must be one of auto, epoch, steps, no")
     if config.eval_strategy == "steps" and config.eval_steps == 0:
         raise bad("eval_steps", "must be set when eval_strategy is 'steps'")
+    if config.export_onnx and config.apply_lora and not config.merge_lora_weights:
+        raise bad("export_onnx", "exports one set of weights: set merge_lora_weights=true (the default)")
     if config.use_bbox and config.task_name != "ner":
         raise bad("use_bbox", "word boxes are supported for the ner task only")

@@ -5,32 +5,33 @@ tokenizer call for texts) and postprocessing is :mod:`hfsm.inference.postprocess
 model answers exactly what ``train`` wrote to ``test_predictions.jsonl``. Nothing here knows about
 HTTP: a record that cannot be predicted yields a :class:`RecordError` in its place, so that the
 caller decides whether one bad record fails the whole request (JSON) or only its own line
-(JSON Lines). torch and transformers are imported on :meth:`Predictor.load`, never at import time,
-so that the serving master process and the codecs stay light.
+(JSON Lines). The forward passes are an engine's: torch (:mod:`hfsm.inference.torch_engine`) or ONNX
+Runtime over an export (:mod:`hfsm.inference.onnx_engine`); torch and ``transformers`` are imported
+on :meth:`Predictor.load` of the torch engine only, never at import time, so that the serving master
+process, the codecs and a worker serving an ONNX export stay light.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import re
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..bundle import ModelBundle
 from ..data.records import Box, NerExample, parse_boxes, split_words, word_spans
 from ..data.windows import WordTokenizer
+from ..devices import visible_gpus
 from ..errors import UserError
 from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION, get_task
 from ..training.features import EncodedSplit, encode_ner
-from ..training.lora import ADAPTER_DIR, load_adapter
-from ..training.model_loading import PREFIX_SPACE_MODEL_TYPES
+from .onnx_engine import INT8_FILE, MODEL_FILE, ONNX_DIR, has_export
 from .postprocess import (
     classif_prediction,
     gather_word_probs,
@@ -50,12 +51,7 @@ PACKING_PROBE = (
     "Germany",
 )
 """Texts of different lengths whose windows pack two to a row: the batch that tests packing."""
-PACKING_TOLERANCE = {"none": 1e-3, "int8": 5e-2, "autocast": 2e-2}
-"""Largest packed-vs-padded logit difference relative to the largest logit. int8 dynamic quantization
-scales activations per batch, so its outputs already depend on which rows share a batch; under
-autocast every product is rounded to 8 significant bits, wherever its row sits."""
-
-AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+RUNTIMES = ("auto", "torch", "onnxruntime")
 
 RECORD_CHUNK = 512
 """Records preprocessed and predicted together: bounds the memory that features and logits take,
@@ -82,8 +78,9 @@ Outcome = dict[str, Any] | RecordError
 class PredictOptions:
     """How to run the model; the server fills these from environment variables."""
 
-    batch_size: int = 32
-    """Features (NER windows or texts) per forward pass."""
+    batch_size: int | None = None
+    """Features (NER windows or texts) per forward pass; None: the engine's own default, the fastest
+    measured on CoNLL-2003 with MiniLM-L6 (torch 32, ONNX Runtime 16)."""
     max_words: int = 100_000
     """Records with more whitespace-separated words are refused (status 413)."""
     trust_remote_code: bool = False
@@ -101,6 +98,66 @@ class PredictOptions:
     """``bf16``/``fp16``: forward passes under ``torch.autocast`` in that dtype: the weights stay
     float32, matrix products run in 16 bits (on CPUs with native bfloat16, AVX-512 BF16 or AMX, about
     1.7x float32 here for 99.98% identical word tags; fp16 on GPUs only). ``none``: float32."""
+    runtime: str = "auto"
+    """``torch``: the model folder through ``transformers``; ``onnxruntime``: its ONNX export
+    (``model/onnx``, CPU); ``auto``: the export when the folder has one and the options allow it
+    (CPU, no autocast, no required packing), else torch (see :func:`resolve_runtime`)."""
+
+
+class Engine(Protocol):
+    """Forward passes: features in, logits out (see TorchEngine and OnnxEngine)."""
+
+    name: str
+    token_level: bool
+
+    @property
+    def id2label(self) -> dict[int, str]: ...
+
+    @property
+    def description(self) -> str: ...
+
+    def forward(self, features: Sequence[dict[str, Any]]) -> list[np.ndarray]: ...
+
+    def decide_packing(self, probe: Sequence[dict[str, Any]]) -> None: ...
+
+
+def resolve_runtime(
+    model_dir: Path, options: PredictOptions, environ: Mapping[str, str] | None = None
+) -> str:
+    """``torch`` or ``onnxruntime`` for these options, without importing either.
+
+    ``auto`` takes the ONNX export only where it answers like the torch model would have: on the CPU
+    (this image's ONNX Runtime is the CPU build; a GPU keeps torch), without autocast (a torch option),
+    without HFSM_PACK_SEQUENCES=true (the graph is padded), and for HFSM_QUANTIZE=int8 only where the
+    export has its int8 graph.
+    """
+    if options.runtime not in RUNTIMES:
+        raise UserError(f"HFSM_RUNTIME={options.runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if options.runtime == "torch":
+        return "torch"
+    on_cpu = options.device == "cpu" or (
+        options.device is None and not visible_gpus(os.environ if environ is None else environ)
+    )
+    if options.runtime == "auto":
+        torch_only = options.autocast != "none" or bool(options.pack_sequences)
+        graph = INT8_FILE if options.quantize == "int8" else MODEL_FILE
+        usable = (model_dir / ONNX_DIR / graph).is_file() and on_cpu and not torch_only
+        return "onnxruntime" if usable else "torch"
+    if not has_export(model_dir):
+        raise UserError(
+            f"HFSM_RUNTIME=onnxruntime, but {model_dir / ONNX_DIR / MODEL_FILE} does not exist: train with "
+            "export_onnx=true, or run `python -m hfsm local export-onnx --model DIR` on the model folder"
+        )
+    if not on_cpu:
+        raise UserError(
+            "HFSM_RUNTIME=onnxruntime runs on the CPU only in this image; set HFSM_DEVICE=cpu, or "
+            "HFSM_RUNTIME=torch to use the GPU"
+        )
+    if options.autocast != "none":
+        raise UserError("HFSM_AUTOCAST is a torch option: unset it or set HFSM_RUNTIME=torch")
+    if options.pack_sequences:
+        raise UserError("HFSM_PACK_SEQUENCES=true needs torch: the ONNX graph is padded; set it to auto")
+    return "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -113,83 +170,46 @@ class _Input:
 
 
 class Predictor:
-    """A loaded model with its tokenizer and ``hfsm.json``; :meth:`predict` is thread-safe.
+    """A loaded model (an :class:`Engine`) with its tokenizer and ``hfsm.json``; :meth:`predict` is
+    thread-safe.
 
     Calls are serialised by a lock: one forward pass already uses every core (or the GPU), and a
     fast tokenizer must not be used by two threads at once.
     """
 
-    def __init__(
-        self, model: Any, tokenizer: Any, bundle: ModelBundle, options: PredictOptions, device: str
-    ) -> None:
-        from ..data.collate import Collator
-
-        self.model = model
+    def __init__(self, engine: Engine, tokenizer: Any, bundle: ModelBundle, options: PredictOptions) -> None:
+        self.engine = engine
         self.tokenizer = tokenizer
         self.bundle = bundle
         self.options = options
-        self.device = device
         self.task = get_task(bundle.task)
-        self.id2label = {int(key): name for key, name in model.config.id2label.items()}
+        self.id2label = engine.id2label
         self.word_tokenizer = (
             WordTokenizer(tokenizer, bundle.max_seq_length) if self.task.token_level else None
         )
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.collator = Collator(pad_id, pad_to_multiple_of=8 if device.startswith("cuda") else None)
-        self.position_offset: int | None = None
-        """First position id of packed windows; None: forward passes are padded (see :meth:`warmup`)."""
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, model_dir: Path | str, options: PredictOptions | None = None) -> Predictor:
-        """Load a folder written by ``train`` (safetensors weights only: no pickles are executed)."""
-        import torch
-        from transformers import AutoConfig, AutoTokenizer
-
+        """Load a folder written by ``train`` (safetensors weights or its ONNX export: no pickles are
+        executed), with the engine :func:`resolve_runtime` picks."""
         options = options or PredictOptions()
         model_dir = Path(model_dir)
         bundle = ModelBundle.load(model_dir)
-        started = time.monotonic()
-        if options.torch_threads:
-            torch.set_num_threads(options.torch_threads)
-        trust = options.trust_remote_code
-        try:
-            config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust)
-            extra = {"add_prefix_space": True} if config.model_type in PREFIX_SPACE_MODEL_TYPES else {}
-            tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust, **extra)
-            model = (
-                get_task(bundle.task)
-                .auto_model_class()
-                .from_pretrained(model_dir, config=config, use_safetensors=True, trust_remote_code=trust)
-            )
-        except (OSError, ValueError) as exc:
-            hint = "" if trust else " If the model needs custom code, set HFSM_TRUST_REMOTE_CODE=true."
-            raise UserError(f"Cannot load the model in {model_dir}: {exc}.{hint}") from exc
-        if (model_dir / ADAPTER_DIR / "adapter_config.json").is_file():  # merge_lora_weights=false
-            model = load_adapter(model, model_dir)
-        device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        check_autocast(options, device)
-        model.to(device)
-        model.eval()
-        quantized = options.quantize == "int8"
-        if quantized:
-            model = quantize_int8(model, device)
-        log.info(
-            "loaded %s model (%s%s) from %s on %s in %.1fs",
-            bundle.task,
-            config.model_type,
-            ", int8 dynamic quantization"
-            if quantized
-            else (f", {options.autocast} autocast" if options.autocast != "none" else ""),
-            model_dir,
-            device,
-            time.monotonic() - started,
-        )
-        return cls(model, tokenizer, bundle, options, device)
+        engine: Engine
+        if resolve_runtime(model_dir, options) == "onnxruntime":
+            from .onnx_engine import OnnxEngine
+
+            engine, tokenizer = OnnxEngine.load(model_dir, bundle, options)
+        else:
+            from .torch_engine import TorchEngine
+
+            engine, tokenizer = TorchEngine.load(model_dir, bundle, options)
+        return cls(engine, tokenizer, bundle, options)
 
     def warmup(self) -> None:
-        """Run one real prediction so that the first request pays no lazy initialisation; then decide
-        whether NER forward passes are packed."""
+        """Run one real prediction so that the first request pays no lazy initialisation; then let
+        the engine decide whether NER forward passes are packed."""
         words = ["Warm", "up"]
         record: dict[str, Any] = {"text": " ".join(words)}
         if self.bundle.use_bbox:
@@ -198,43 +218,11 @@ class Predictor:
         if isinstance(outcome, RecordError):
             raise RuntimeError(f"warm-up prediction failed: {outcome.message}")
         if self.task.token_level and self.options.pack_sequences is not False:
-            self._decide_packing()
+            self.engine.decide_packing(self.packing_probe())
 
-    def _decide_packing(self) -> None:
-        """Pack the windows of a forward pass if this model computes them like padded ones.
-
-        Requests merged by dynamic batching hold texts of any lengths; padded, their forward pass
-        computes mostly padding. Whether packing is exact depends on the model's code, so it is
-        tested on :data:`PACKING_PROBE` (see :func:`hfsm.data.packing.check_packing`).
-        """
-        import torch
-
-        from ..data.packing import check_packing, position_offset_candidates
-
-        examples = [NerExample(words=text.split(), boxes=None, text=text) for text in PACKING_PROBE]
-        if self.bundle.use_bbox:
-            examples = [
-                NerExample(words=e.words, boxes=[(0, 0, 10, 10)] * len(e.words), text=e.text)
-                for e in examples
-            ]
-        features = self._ner_windows(examples).features
-        batch = {key: tensor.to(self.device) for key, tensor in self.collator(features).items()}
-        tolerance = PACKING_TOLERANCE[
-            "autocast" if self.options.autocast != "none" else self.options.quantize
-        ]
-        with torch.inference_mode(), self._precision():
-            check = check_packing(self.model, batch, tolerance, position_offset_candidates(self.model.config))
-        name = type(self.model).__name__
-        if check.position_offset is not None:
-            self.position_offset = check.position_offset
-            log.info("forward passes are packed: %s computes packed windows like padded ones", name)
-        elif self.options.pack_sequences:
-            raise UserError(
-                f"HFSM_PACK_SEQUENCES=true, but {name} does not compute packed windows like padded ones "
-                f"({check.reason or 'nothing to compare'}); set it to auto or false"
-            )
-        else:
-            log.info("forward passes are padded: %s cannot be packed (%s)", name, check.reason)
+    def packing_probe(self) -> list[dict[str, Any]]:
+        """The windows of :data:`PACKING_PROBE`: a batch whose rows differ in length."""
+        return self.features_of(PACKING_PROBE)
 
     def predict(self, records: Sequence[Any]) -> list[Outcome]:
         """One prediction or one :class:`RecordError` per record, in order."""
@@ -288,11 +276,7 @@ class Predictor:
     def _predict_inputs(self, inputs: list[_Input]) -> list[dict[str, Any]]:
         if self.task.name == NER:
             return self._predict_ner(inputs)
-        encoded = self.tokenizer(
-            [item.text for item in inputs], truncation=True, max_length=self.bundle.max_seq_length
-        )
-        features = [{key: encoded[key][row] for key in encoded} for row in range(len(inputs))]
-        logits = self._forward(features)
+        logits = self.engine.forward(self.text_features([item.text for item in inputs]))
         if self.task.name == CLASSIF:
             return [classif_prediction(softmax(row), self.id2label) for row in logits]
         if self.task.name == MULTILABEL:
@@ -306,7 +290,7 @@ class Predictor:
         """Windows of all records in one pass: every word gets exactly one tag, whatever its text's length."""
         examples = [NerExample(words=item.words, boxes=item.boxes, text=item.text) for item in inputs]
         split = self._ner_windows(examples)
-        logits = self._forward(split.features)
+        logits = self.engine.forward(split.features)
         rows: list[list[tuple[list[int], np.ndarray]]] = [[] for _ in inputs]
         for feature, owner, feature_logits in zip(
             split.features, split.example_of_feature, logits, strict=True
@@ -321,6 +305,28 @@ class Predictor:
             )
         return results
 
+    def text_features(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """Sequence tasks: one feature per text, truncated to ``max_seq_length`` as in training."""
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.bundle.max_seq_length)
+        return [{key: encoded[key][row] for key in encoded} for row in range(len(texts))]
+
+    def features_of(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """What ``texts`` become for this model's task (NER windows, with made-up word boxes for a bbox
+        model): the inputs an export is traced and checked with."""
+        if not self.task.token_level:
+            return self.text_features(texts)
+        examples = [NerExample(words=split_words(text), boxes=None, text=text) for text in texts]
+        if self.bundle.use_bbox:
+            examples = [
+                NerExample(
+                    words=e.words,
+                    boxes=[(j % 900, 0, j % 900 + 50, 10) for j in range(len(e.words))],
+                    text=e.text,
+                )
+                for e in examples
+            ]
+        return self._ner_windows(examples).features
+
     def _ner_windows(self, examples: list[NerExample]) -> EncodedSplit:
         """The windows training would cut from these texts, and which text and words each one holds."""
         assert self.word_tokenizer is not None
@@ -332,95 +338,6 @@ class Predictor:
             label_all_tokens=False,
             use_bbox=self.bundle.use_bbox,
         )
-
-    def _forward(self, features: list[dict[str, Any]]) -> list[np.ndarray]:
-        """Logits per feature (per position for token tasks), in the features' order.
-
-        Features are batched longest first so that each batch pads little; padding positions are
-        cut off again before the logits are returned.
-        """
-        import torch
-
-        from ..data.packing import float_dtype, pack_batch, pack_rows
-
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]), reverse=True)
-        outputs: list[np.ndarray | None] = [None] * len(features)
-        batch_size = max(1, self.options.batch_size)
-        with torch.inference_mode(), self._precision():
-            for start in range(0, len(order), batch_size):
-                chosen = order[start : start + batch_size]
-                batch = self.collator([features[i] for i in chosen])
-                batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
-                lengths = [len(features[i]["input_ids"]) for i in chosen]
-                if self.position_offset is not None and len(pack_rows(lengths, lengths[0])) < len(chosen):
-                    packed = pack_batch(batch, float_dtype(self.model), self.position_offset)
-                    logits = self.model(**packed.inputs).logits.float().cpu().numpy()
-                    for place, index in zip(packed.placements, chosen, strict=True):
-                        outputs[index] = logits[place.row, place.offset : place.offset + place.length]
-                    continue
-                logits = self.model(**batch).logits.float().cpu().numpy()
-                for row, index in enumerate(chosen):
-                    outputs[index] = logits[row, : lengths[row]] if self.task.token_level else logits[row]
-        return outputs  # type: ignore[return-value]
-
-    def _precision(self) -> contextlib.AbstractContextManager[Any]:
-        """``torch.autocast`` for ``HFSM_AUTOCAST``; nothing for float32."""
-        if self.options.autocast == "none":
-            return contextlib.nullcontext()
-        import torch
-
-        dtype = getattr(torch, AUTOCAST_DTYPES[self.options.autocast])
-        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
-
-
-def check_autocast(options: PredictOptions, device: str) -> None:
-    """Refuse autocast settings that cannot work on ``device``; warn where it would be slow."""
-    if options.autocast == "none":
-        return
-    import torch
-
-    if options.autocast not in AUTOCAST_DTYPES:
-        raise UserError(f"HFSM_AUTOCAST={options.autocast!r}: expected none, bf16 or fp16")
-    if options.quantize != "none":
-        raise UserError("HFSM_AUTOCAST and HFSM_QUANTIZE=int8 cannot be combined: choose one")
-    if device.startswith("cpu"):
-        if options.autocast == "fp16":
-            raise UserError("HFSM_AUTOCAST=fp16 runs on GPUs only; use bf16 on a CPU")
-        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)()
-        if not native:
-            log.warning(
-                "HFSM_AUTOCAST=bf16 on a CPU without native bfloat16 (AVX-512 BF16 or AMX): "
-                "expect it slower than float32"
-            )
-    elif device.startswith("cuda") and options.autocast == "bf16" and not torch.cuda.is_bf16_supported():
-        raise UserError("HFSM_AUTOCAST=bf16: this GPU has no bfloat16; use fp16")
-
-
-def quantize_int8(model: Any, device: str) -> Any:
-    """The model with its Linear layers as dynamically quantized int8 (weights int8, activations
-    quantized per batch): the matrix products, most of a transformer's CPU time, run on int8
-    kernels (VNNI where the CPU has it). CPU kernels only, hence refused on a GPU.
-
-    Weights are quantized per output channel: on CoNLL-2003 (MiniLM-L6) one scale per tensor cost
-    1.45 dev F1 points, one per channel about 0.3. The layer that produces the logits (out features =
-    the number of labels) stays float: it is a fraction of a percent of the work, and rounding the
-    logits themselves cost 0.02 of those points for no speed.
-    """
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    if not device.startswith("cpu"):
-        raise UserError(
-            f"HFSM_QUANTIZE=int8 runs on the CPU only, but the model is on {device}; "
-            "unset it or set HFSM_DEVICE=cpu"
-        )
-    n_labels = model.config.num_labels
-    layers = {
-        name: per_channel_dynamic_qconfig
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and module.out_features != n_labels
-    }
-    return quantize_dynamic(model, layers, dtype=torch.qint8)
 
 
 def _boxes(value: Any, n_words: int) -> list[Box] | RecordError:

@@ -119,6 +119,30 @@ def add_local_commands(parser: argparse.ArgumentParser) -> None:
     )
     convert.set_defaults(handler=_convert)
 
+    export = commands.add_parser(
+        "export-onnx",
+        help="export a model folder to ONNX (MODEL/onnx) for the ONNX Runtime engine of serve",
+        description="Write MODEL/onnx: the model as an ONNX graph (float32, and int8 unless --no-int8) and "
+        "its tokenizer, each checked against torch and transformers on probe texts before anything is "
+        "written. serve then answers from it with ONNX Runtime (HFSM_RUNTIME=auto or onnxruntime), without "
+        "importing torch: the same as train's export_onnx=true, for folders trained without it.",
+    )
+    export.add_argument("--model", type=Path, required=True, help="a model folder written by train")
+    export.add_argument("--no-int8", action="store_true", help="skip the int8 graph (HFSM_QUANTIZE=int8)")
+    export.add_argument(
+        "--trust-remote-code", action="store_true", help="load a model whose architecture is custom code"
+    )
+    export.set_defaults(handler=_export_onnx)
+
+
+def _export_onnx(args: argparse.Namespace) -> None:
+    from ..inference.onnx_export import export_onnx
+    from ..logs import route_transformers_logs
+
+    route_transformers_logs()
+    report = export_onnx(args.model, int8=not args.no_int8, trust_remote_code=args.trust_remote_code)
+    print(f"ONNX export in {report.folder} ({report.seconds:.1f}s)", flush=True)
+
 
 def _train(args: argparse.Namespace) -> None:
     from .train import local_train

@@ -28,15 +28,20 @@ log = logging.getLogger("hfsm.serve")
 MAX_DISCARDED_BYTES = 100 * 1024 * 1024
 """Largest refused body that is read and thrown away to keep its connection usable (see
 :func:`discard_unread_body`): 100 MB is the largest MaxPayloadInMB SageMaker lets a job ask for."""
+MERGED_RECORDS = 32
+"""Most records one merged batch of concurrent requests holds unless HFSM_BATCH_SIZE is set."""
 DISCARD_SECONDS = 5.0
 """Longest time spent reading a refused body, so that a client trickling one cannot hold a thread."""
 
 
 def load_predictor(settings: ServingSettings) -> PredictorLike:
-    from ..inference.predictor import Predictor
+    from ..inference.predictor import Predictor, resolve_runtime
     from ..logs import route_transformers_logs
 
-    route_transformers_logs()  # our line format on stdout; no per-file progress bars in an endpoint's logs
+    if resolve_runtime(settings.model_dir, settings.predict) == "torch":
+        # our line format on stdout; no per-file progress bars in an endpoint's logs. Not for ONNX
+        # Runtime: importing transformers (and with it torch) would take most of the worker's start
+        route_transformers_logs()
     return Predictor.load(settings.model_dir, settings.predict)
 
 
@@ -52,7 +57,7 @@ def create_app(
     """
     state = ModelState(
         loader or partial(load_predictor, settings),
-        batch_records=settings.predict.batch_size,
+        batch_records=settings.predict.batch_size or MERGED_RECORDS,
         batch_wait_s=settings.batch_wait_ms / 1000,
     )
     app = Flask("hfsm")

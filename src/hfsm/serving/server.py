@@ -113,13 +113,18 @@ class GunicornServer(BaseApplication):
 
 
 def serve(environ: Mapping[str, str] | None = None) -> None:
-    """Serve the model folder until SIGTERM; a missing or foreign model folder fails before binding."""
+    """Serve the model folder until SIGTERM; a missing or foreign model folder, or a runtime it cannot
+    have, fails before binding."""
+    from ..inference.predictor import resolve_runtime
+
     settings = ServingSettings.from_environ(environ)
     bundle = ModelBundle.load(settings.model_dir)
+    runtime = resolve_runtime(settings.model_dir, settings.predict)  # a bad combination fails here, at once
     log.info(
-        "serving a %s model from %s on %s:%d: %d worker(s) x %d threads, %d torch threads each%s",
+        "serving a %s model from %s with %s on %s:%d: %d worker(s) x %d threads, %d compute threads each%s",
         bundle.task,
         settings.model_dir,
+        runtime,
         settings.host,
         settings.port,
         settings.workers,

@@ -17,7 +17,7 @@ from ..config import parse_choice
 from ..devices import available_cores, visible_gpus
 from ..errors import UserError
 from ..inference.codecs import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_LIMIT
-from ..inference.predictor import PredictOptions
+from ..inference.predictor import RUNTIMES, PredictOptions
 
 DEFAULT_BASE_DIR = "/opt/ml"
 T = TypeVar("T")
@@ -84,7 +84,7 @@ class ServingSettings:
             log_level=_read(env, "HFSM_LOG_LEVEL", "info", _log_level),
             gpu_ids=gpu_ids,
             predict=PredictOptions(
-                batch_size=_read(env, "HFSM_BATCH_SIZE", 32, _positive_int),
+                batch_size=_read(env, "HFSM_BATCH_SIZE", None, _positive_int),
                 max_words=_read(env, "HFSM_MAX_WORDS", 100_000, _positive_int),
                 trust_remote_code=_read(env, "HFSM_TRUST_REMOTE_CODE", False, _bool),
                 device=env.get("HFSM_DEVICE") or None,
@@ -92,6 +92,7 @@ class ServingSettings:
                 quantize=_read(env, "HFSM_QUANTIZE", "none", _quantize),
                 pack_sequences=_read(env, "HFSM_PACK_SEQUENCES", None, _auto_bool),
                 autocast=_read(env, "HFSM_AUTOCAST", "none", _autocast),
+                runtime=_read(env, "HFSM_RUNTIME", "auto", parse_choice(*RUNTIMES)),
             ),
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from ..config import parse_hyperparameters
 from ..data.records import Dataset, ordered_labels, word_spans
 from ..data.windows import WordTokenizer
 from ..errors import OutputError, TrainingInterrupted, UserError
+from ..inference.onnx_engine import ONNX_DIR
 from ..inference.postprocess import (
     classif_prediction,
     multilabel_prediction,
@@ -373,6 +375,7 @@ class TrainingRun:
         model_dir = self.env.model_dir
         with writing("the model", model_dir):
             model_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(model_dir / ONNX_DIR, ignore_errors=True)  # an earlier run's, for other weights
             if is_lora(trainer.model):
                 trainer.model = final_model(trainer.model, model_dir, self.config.merge_lora_weights)
             trainer.save_model(str(model_dir))
@@ -387,12 +390,39 @@ class TrainingRun:
             ).save(model_dir)
             for stale in model_dir.glob("training_args.bin"):
                 stale.unlink()  # a pickle; the model folder holds none
+        if self.config.export_onnx:
+            results["onnx_export"] = self._export_onnx(model_dir)
         out = self.env.output_data_dir
         with writing("the metrics", out / "metrics.json"):
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         check_artifacts(model_dir, out / "metrics.json")
         log.info("model saved to %s, metrics to %s", model_dir, out / "metrics.json")
+
+    def _export_onnx(self, model_dir: Path) -> dict[str, Any]:
+        """``model/onnx`` for ONNX Runtime serving; what came of it, for ``metrics.json``.
+
+        An export that fails (an architecture the exporter cannot trace, a graph or tokenizer that
+        answers differently from torch's) is logged and reported, and the job goes on: the model it
+        trained is whole and serves with torch, and a failed job would not upload it.
+        """
+        from ..inference.onnx_export import export_onnx
+
+        self._stop_if_interrupted()
+        try:
+            report = export_onnx(model_dir, trust_remote_code=self.config.trust_remote_code)
+        except Exception as exc:
+            shutil.rmtree(model_dir / ONNX_DIR, ignore_errors=True)
+            fault = not isinstance(exc, UserError)  # a refusal says why; anything else gets its traceback
+            log.error("ONNX export failed, model/ serves with torch only: %s", exc, exc_info=fault)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "folder": ONNX_DIR,
+            "seconds": round(report.seconds, 1),
+            "fp32_max_relative_diff": report.fp32_max_relative_diff,
+            "int8_max_relative_diff": report.int8_max_relative_diff,
+            "int8_top_agreement_pct": report.int8_top_agreement_pct,
+        }
 
     def _train_or_resume(self, trainer: Any, resume: Path | None) -> Any:
         """Train, from ``resume`` when given; a checkpoint at the last step only restores the result.

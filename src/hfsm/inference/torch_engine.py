@@ -1,0 +1,237 @@
+"""Forward passes with torch and ``transformers``: the model as trained, on CPU or GPU.
+
+Options that only torch has live here: dynamic int8 quantization, autocast, and packing the
+windows of a batch into fewer rows (which needs the model's own position handling, checked on a
+probe batch at warm-up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..bundle import ModelBundle
+from ..errors import UserError
+from ..tasks import get_task
+from ..training.lora import ADAPTER_DIR, load_adapter
+from ..training.model_loading import PREFIX_SPACE_MODEL_TYPES
+
+if TYPE_CHECKING:
+    from .predictor import PredictOptions
+
+log = logging.getLogger("hfsm.predict")
+
+PACKING_TOLERANCE = {"none": 1e-3, "int8": 5e-2, "autocast": 2e-2}
+"""Largest packed-vs-padded logit difference relative to the largest logit. int8 dynamic quantization
+scales activations per batch, so its outputs already depend on which rows share a batch; under
+autocast every product is rounded to 8 significant bits, wherever its row sits."""
+
+AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+DEFAULT_BATCH_SIZE = 32
+"""Features per forward pass unless HFSM_BATCH_SIZE says otherwise (16 and 64 were slower on CoNLL-2003)."""
+
+
+def load_torch_model(model_dir: Path, bundle: ModelBundle, trust_remote_code: bool) -> tuple[Any, Any]:
+    """(model, tokenizer) of a folder written by ``train``, on the CPU, float32, eval mode."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        extra = {"add_prefix_space": True} if config.model_type in PREFIX_SPACE_MODEL_TYPES else {}
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, **extra)
+        model = (
+            get_task(bundle.task)
+            .auto_model_class()
+            .from_pretrained(
+                model_dir, config=config, use_safetensors=True, trust_remote_code=trust_remote_code
+            )
+        )
+    except (OSError, ValueError) as exc:
+        hint = (
+            "" if trust_remote_code else " If the model needs custom code, set HFSM_TRUST_REMOTE_CODE=true."
+        )
+        raise UserError(f"Cannot load the model in {model_dir}: {exc}.{hint}") from exc
+    if (model_dir / ADAPTER_DIR / "adapter_config.json").is_file():  # merge_lora_weights=false
+        model = load_adapter(model, model_dir)
+    model.eval()
+    return model, tokenizer
+
+
+class TorchEngine:
+    """Logits of padded (or packed) batches from a ``transformers`` model."""
+
+    name = "torch"
+
+    def __init__(
+        self, model: Any, pad_token_id: int, options: PredictOptions, device: str, token_level: bool
+    ) -> None:
+        from ..data.collate import Collator
+
+        self.model = model
+        self.options = options
+        self.device = device
+        self.token_level = token_level
+        self.collator = Collator(pad_token_id, pad_to_multiple_of=8 if device.startswith("cuda") else None)
+        self.position_offset: int | None = None
+        """First position id of packed windows; None: padded forward passes (see :meth:`decide_packing`)."""
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(key): name for key, name in self.model.config.id2label.items()}
+
+    @property
+    def description(self) -> str:
+        if self.options.quantize == "int8":
+            return "torch, int8 dynamic quantization"
+        return f"torch, {self.options.autocast} autocast" if self.options.autocast != "none" else "torch"
+
+    @classmethod
+    def load(cls, model_dir: Path, bundle: ModelBundle, options: PredictOptions) -> tuple[TorchEngine, Any]:
+        """The engine and the ``transformers`` tokenizer of ``model_dir``."""
+        import torch
+
+        if options.torch_threads:
+            torch.set_num_threads(options.torch_threads)
+        started = time.monotonic()
+        model, tokenizer = load_torch_model(model_dir, bundle, options.trust_remote_code)
+        device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_autocast(options, device)
+        model.to(device)
+        if options.quantize == "int8":
+            model = quantize_int8(model, device)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        engine = cls(model, pad_id, options, device, get_task(bundle.task).token_level)
+        log.info(
+            "loaded %s model (%s; %s) from %s on %s in %.1fs",
+            bundle.task,
+            model.config.model_type,
+            engine.description,
+            model_dir,
+            device,
+            time.monotonic() - started,
+        )
+        return engine, tokenizer
+
+    def decide_packing(self, probe: Sequence[dict[str, Any]]) -> None:
+        """Pack the windows of a forward pass if this model computes them like padded ones.
+
+        Requests merged by dynamic batching hold texts of any lengths; padded, their forward pass
+        computes mostly padding. Whether packing is exact depends on the model's code, so it is
+        tested on ``probe`` features (see :func:`hfsm.data.packing.check_packing`).
+        """
+        import torch
+
+        from ..data.packing import check_packing, position_offset_candidates
+
+        batch = {key: tensor.to(self.device) for key, tensor in self.collator(list(probe)).items()}
+        tolerance = PACKING_TOLERANCE[
+            "autocast" if self.options.autocast != "none" else self.options.quantize
+        ]
+        with torch.inference_mode(), self._precision():
+            check = check_packing(self.model, batch, tolerance, position_offset_candidates(self.model.config))
+        name = type(self.model).__name__
+        if check.position_offset is not None:
+            self.position_offset = check.position_offset
+            log.info("forward passes are packed: %s computes packed windows like padded ones", name)
+        elif self.options.pack_sequences:
+            raise UserError(
+                f"HFSM_PACK_SEQUENCES=true, but {name} does not compute packed windows like padded ones "
+                f"({check.reason or 'nothing to compare'}); set it to auto or false"
+            )
+        else:
+            log.info("forward passes are padded: %s cannot be packed (%s)", name, check.reason)
+
+    def forward(self, features: Sequence[dict[str, Any]]) -> list[np.ndarray]:
+        """Logits per feature (per position for token tasks), in the features' order.
+
+        Features are batched longest first so that each batch pads little; padding positions are
+        cut off again before the logits are returned.
+        """
+        import torch
+
+        from ..data.packing import float_dtype, pack_batch, pack_rows
+
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]), reverse=True)
+        outputs: list[np.ndarray | None] = [None] * len(features)
+        batch_size = max(1, self.options.batch_size or DEFAULT_BATCH_SIZE)
+        with torch.inference_mode(), self._precision():
+            for start in range(0, len(order), batch_size):
+                chosen = order[start : start + batch_size]
+                batch = self.collator([features[i] for i in chosen])
+                batch = {key: tensor.to(self.device) for key, tensor in batch.items()}
+                lengths = [len(features[i]["input_ids"]) for i in chosen]
+                if self.position_offset is not None and len(pack_rows(lengths, lengths[0])) < len(chosen):
+                    packed = pack_batch(batch, float_dtype(self.model), self.position_offset)
+                    logits = self.model(**packed.inputs).logits.float().cpu().numpy()
+                    for place, index in zip(packed.placements, chosen, strict=True):
+                        outputs[index] = logits[place.row, place.offset : place.offset + place.length]
+                    continue
+                logits = self.model(**batch).logits.float().cpu().numpy()
+                for row, index in enumerate(chosen):
+                    outputs[index] = logits[row, : lengths[row]] if self.token_level else logits[row]
+        return outputs  # type: ignore[return-value]
+
+    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+        """``torch.autocast`` for ``HFSM_AUTOCAST``; nothing for float32."""
+        if self.options.autocast == "none":
+            return contextlib.nullcontext()
+        import torch
+
+        dtype = getattr(torch, AUTOCAST_DTYPES[self.options.autocast])
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
+
+
+def check_autocast(options: PredictOptions, device: str) -> None:
+    """Refuse autocast settings that cannot work on ``device``; warn where it would be slow."""
+    if options.autocast == "none":
+        return
+    import torch
+
+    if options.autocast not in AUTOCAST_DTYPES:
+        raise UserError(f"HFSM_AUTOCAST={options.autocast!r}: expected none, bf16 or fp16")
+    if options.quantize != "none":
+        raise UserError("HFSM_AUTOCAST and HFSM_QUANTIZE=int8 cannot be combined: choose one")
+    if device.startswith("cpu"):
+        if options.autocast == "fp16":
+            raise UserError("HFSM_AUTOCAST=fp16 runs on GPUs only; use bf16 on a CPU")
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)()
+        if not native:
+            log.warning(
+                "HFSM_AUTOCAST=bf16 on a CPU without native bfloat16 (AVX-512 BF16 or AMX): "
+                "expect it slower than float32"
+            )
+    elif device.startswith("cuda") and options.autocast == "bf16" and not torch.cuda.is_bf16_supported():
+        raise UserError("HFSM_AUTOCAST=bf16: this GPU has no bfloat16; use fp16")
+
+
+def quantize_int8(model: Any, device: str) -> Any:
+    """The model with its Linear layers as dynamically quantized int8 (weights int8, activations
+    quantized per batch): the matrix products, most of a transformer's CPU time, run on int8
+    kernels (VNNI where the CPU has it). CPU kernels only, hence refused on a GPU.
+
+    Weights are quantized per output channel: on CoNLL-2003 (MiniLM-L6) one scale per tensor cost
+    1.45 dev F1 points, one per channel about 0.3. The layer that produces the logits (out features =
+    the number of labels) stays float: it is a fraction of a percent of the work, and rounding the
+    logits themselves cost 0.02 of those points for no speed.
+    """
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    if not device.startswith("cpu"):
+        raise UserError(
+            f"HFSM_QUANTIZE=int8 runs on the CPU only, but the model is on {device}; "
+            "unset it or set HFSM_DEVICE=cpu"
+        )
+    n_labels = model.config.num_labels
+    layers = {
+        name: per_channel_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module.out_features != n_labels
+    }
+    return quantize_dynamic(model, layers, dtype=torch.qint8)
