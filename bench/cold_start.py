@@ -40,6 +40,7 @@ from common import (
     git,
     http,
     podman,
+    start_serving_container,
     write_results,
 )
 
@@ -76,19 +77,8 @@ def empty_start_s(image: str) -> float:
 def one_start(image: str, model: Path, port: int, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
     """Start ``image serve``, time /ping 200 and the first prediction, measure memory, remove it."""
     payload = json.dumps({"inputs": [PROBE_TEXT]}).encode()
-    env_args = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
     begin = time.perf_counter()
-    container = podman(
-        "run",
-        "-d",
-        "-p",
-        f"127.0.0.1:{port}:8080",
-        "-v",
-        f"{model}:/opt/ml/model:ro",
-        *env_args,
-        image,
-        "serve",
-    )
+    container = start_serving_container(image, model, port, env)
     ping_s = answer_s = None
     statuses: dict[str, int] = {}
     answer = ""

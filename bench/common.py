@@ -243,6 +243,14 @@ def http(url: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int
         return 0, b""
 
 
+def start_serving_container(image: str, model: Path, port: int, env: Mapping[str, str]) -> str:
+    """``podman run -d IMAGE serve`` as SageMaker runs it (``model`` read-only at /opt/ml/model, port
+    8080 published on 127.0.0.1:``port``); returns the container's id."""
+    env_args = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
+    mounts = ["-p", f"127.0.0.1:{port}:8080", "-v", f"{model}:/opt/ml/model:ro"]
+    return podman("run", "-d", *mounts, *env_args, image, "serve")
+
+
 @contextlib.contextmanager
 def toolkit_side(
     image: str,
@@ -266,18 +274,7 @@ def toolkit_side(
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
     }
-    env_args = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
-    container = podman(
-        "run",
-        "-d",
-        "-p",
-        f"127.0.0.1:{port}:8080",
-        "-v",
-        f"{model}:/opt/ml/model:ro",
-        *env_args,
-        image,
-        "serve",
-    )
+    container = start_serving_container(image, model, port, env)
     url = f"http://127.0.0.1:{port}/invocations"
     try:
         warmup = json.dumps({"inputs": list(texts[:WARMUP_RECORDS]), "parameters": parameters}).encode()
