@@ -164,7 +164,10 @@ def export_onnx(model_dir: Path, *, int8: bool = True, trust_remote_code: bool =
         report.seconds,
         ", ".join(names),
         report.fp32_max_relative_diff,
-        "" if int8_diff is None else f"; int8 within {int8_diff:.1e} (top label the same: {int8_agreement}%)",
+        ""
+        if int8_diff is None
+        else f"; int8 within {int8_diff:.1e}"
+        + ("" if int8_agreement is None else f" (the same top label for {int8_agreement:.2f}%)"),
     )
     return report
 
