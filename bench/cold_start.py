@@ -21,6 +21,7 @@ to start and stop an empty container of each image (``true``), which both sides 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -37,6 +38,7 @@ from common import (
     TOOLKIT_IMAGE,
     check_model,
     command_line,
+    cpu_model,
     git,
     http,
     podman,
@@ -196,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             name: {"tag": image, "id": image_id(image), "env": env} for name, (image, env) in sides.items()
         },
         "machine": {
+            "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
             "load_average_at_start": list(load_at_start),
             "podman": podman("--version"),

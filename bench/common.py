@@ -507,16 +507,11 @@ def machine(threads: int, load_at_start: Sequence[float]) -> dict[str, Any]:
     import torch
     import transformers
 
-    cpu_model = ""
-    with open("/proc/cpuinfo", encoding="utf-8") as handle:  # Linux; empty elsewhere
-        cpu_model = next(
-            (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), ""
-        )
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "load_average_at_start": list(load_at_start),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -528,6 +523,23 @@ def machine(threads: int, load_at_start: Sequence[float]) -> dict[str, Any]:
         "hfsm_commit": git("rev-parse", "HEAD"),
         "hfsm_worktree_dirty": bool(git("status", "--porcelain", "--", "src")),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), with whether it has the AVX-512, VNNI and bfloat16 instructions
+    that int8 and bf16 speed depend on."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    name = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), ""
+    )
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
+    return f"{name} ({' '.join(flag for flag in wanted if flag in flags) or 'no AVX2'})"
 
 
 def allocators() -> dict[str, str]:
