@@ -211,7 +211,7 @@ def test_serve_in_the_image_answers_from_an_onnx_export(
     assert (model / "onnx" / "model.onnx").is_file() and (model / "onnx" / "model.int8.onnx").is_file()
     code, _, logs = serve_and_stop(image, model)
     assert code == "0", logs[-3000:]
-    assert "loaded ner model (onnxruntime, model.onnx)" in logs, logs[-3000:]
+    assert "loaded ner model (onnxruntime, model.onnx, " in logs, logs[-3000:]
 
 
 def serve_and_stop(image: Image, model_dir: Path) -> tuple[str, float, str]:

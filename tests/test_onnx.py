@@ -18,7 +18,7 @@ from conftest import quick_hyperparameters
 from hfsm.errors import UserError
 from hfsm.inference import onnx_export
 from hfsm.inference.exported_tokenizer import TOKENIZER_FILE, ExportedTokenizer, TokenizerSpec
-from hfsm.inference.onnx_engine import INT8_FILE, MANIFEST_FILE, MODEL_FILE, ONNX_DIR
+from hfsm.inference.onnx_engine import INT8_FILE, MANIFEST_FILE, MODEL_FILE, ONNX_DIR, batch_plan
 from hfsm.inference.onnx_export import check_tokenizer, export_onnx, logits_producers
 from hfsm.inference.predictor import PredictOptions, Predictor, resolve_runtime
 from hfsm.serving.settings import ServingSettings
@@ -112,13 +112,55 @@ def test_the_int8_graph_serves_every_task(exported: dict[str, Path]) -> None:
         predictor = Predictor.load(
             folder, PredictOptions(runtime="onnxruntime", quantize="int8", torch_threads=1)
         )
-        assert predictor.engine.description == f"onnxruntime, {INT8_FILE}"
+        assert predictor.engine.description == f"onnxruntime, {INT8_FILE}, one batch at a time"
         predictor.warmup()
         answers = predictor.predict(records_for(name)[:2])
         if name.startswith("ner"):
             assert len(answers[0]["pred"]) == 7
         elif name == "classif":
             assert sum(answers[0]["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "threads", "plan"),
+    [
+        (0, 8, 2, []),
+        (1, 8, 2, [(0, 1)]),  # a lone record: one batch, no split
+        (8, 8, 2, [(0, 4), (4, 4)]),  # eight clients' records: a batch per thread
+        (5, 8, 2, [(0, 3), (3, 2)]),
+        (20, 8, 2, [(0, 8), (8, 8), (16, 4)]),  # enough for both threads: full batches
+        (20, 8, 1, [(0, 8), (8, 8), (16, 4)]),
+        (3, 8, 4, [(0, 1), (1, 1), (2, 1)]),
+        (7, 1, 2, [(i, 1) for i in range(7)]),
+    ],
+)
+def test_batch_plan_gives_every_thread_a_batch_and_none_over_the_size(
+    count: int, batch_size: int, threads: int, plan: list[tuple[int, int]]
+) -> None:
+    assert batch_plan(count, batch_size, threads) == plan
+    assert sum(size for _, size in plan) == count
+
+
+def test_batches_side_by_side_answer_like_one_at_a_time(exported: dict[str, Path]) -> None:
+    for name, folder in exported.items():
+        serial = Predictor.load(
+            folder, PredictOptions(runtime="onnxruntime", torch_threads=1, max_words=3000)
+        )
+        parallel = Predictor.load(
+            folder, PredictOptions(runtime="onnxruntime", torch_threads=2, batch_size=2, max_words=3000)
+        )
+        assert parallel.engine.description == f"onnxruntime, {MODEL_FILE}, 2 batches at once"
+        records = records_for(name) * 3
+        for got, want in zip(parallel.predict(records), serial.predict(records), strict=True):
+            assert not hasattr(got, "message"), got
+            assert got.keys() == want.keys()
+            if name == "regression":
+                assert got["pred"] == pytest.approx(want["pred"], abs=1e-5)
+            else:
+                assert got["pred"] == want["pred"], name
+            for key in ("proba", "scores"):
+                if key in want:
+                    assert got[key] == pytest.approx(want[key], abs=1e-5), name
 
 
 def test_the_classifier_product_stays_float_in_the_int8_graph(exported: dict[str, Path]) -> None:

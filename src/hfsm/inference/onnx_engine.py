@@ -8,15 +8,21 @@ to 1.9x (int8) as fast as torch's on a 2-core AVX2 EPYC. The export is written b
 (:mod:`hfsm.inference.onnx_export`).
 
 Batches are padded, longest first (packing needs the model's position handling, which the graph
-has fixed at export).
+has fixed at export). They run side by side, one thread each, rather than one at a time on all the
+threads: MiniLM-sized matrices split poorly across threads (two intra-op threads ran int8 CoNLL
+batches 1.5x as fast as one, two batches at once on one thread each 1.9x), and a single short record
+took the same 5.7 ms either way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,9 +44,10 @@ MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 MANIFEST_FILE = "export.json"
 MANIFEST_VERSION = 1
-DEFAULT_BATCH_SIZE = 16
-"""Features per forward pass unless HFSM_BATCH_SIZE says otherwise: on CoNLL-2003 (MiniLM-L6, 2 threads)
-16 beat 8, 32, 64 and 128, by 10-25% over 32 for float32 and int8 alike."""
+DEFAULT_BATCH_SIZE = 8
+"""Features per forward pass unless HFSM_BATCH_SIZE says otherwise: on CoNLL-2003 (MiniLM-L6, two
+batches at once on 2 cores) 8 beat 4 and 16 by 3-13% for int8, and all three were within 2% for
+float32."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +99,21 @@ class OnnxEngine:
     name = "onnxruntime"
 
     def __init__(
-        self, session: Any, manifest: Manifest, id2label: dict[int, str], options: PredictOptions, graph: str
+        self,
+        session: Any,
+        manifest: Manifest,
+        id2label: dict[int, str],
+        options: PredictOptions,
+        graph: str,
+        threads: int,
     ) -> None:
         self.session = session
+        self.threads = threads
+        # batches of one forward call run here, one per thread (the session runs each on one thread);
+        # session.run releases the GIL
+        self._pool = (
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hfsm-onnx") if threads > 1 else None
+        )
         self.inputs = manifest.inputs
         self.token_level = manifest.token_level
         self.id2label = id2label
@@ -108,7 +127,8 @@ class OnnxEngine:
 
     @property
     def description(self) -> str:
-        return f"onnxruntime, {self.graph}"
+        at_once = f"{self.threads} batches at once" if self.threads > 1 else "one batch at a time"
+        return f"onnxruntime, {self.graph}, {at_once}"
 
     @classmethod
     def load(
@@ -135,13 +155,10 @@ class OnnxEngine:
             graph = INT8_FILE
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # one thread per run: parallelism comes from running batches side by side (see the module doc)
+        session_options.intra_op_num_threads = 1
         session_options.inter_op_num_threads = 1
-        # threads sleep between runs instead of spinning: the request threads of the worker (HTTP, JSON)
-        # need those cores between forward passes (single-record latency and 8-client throughput
-        # were the same or better without spinning here)
-        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if options.torch_threads:
-            session_options.intra_op_num_threads = options.torch_threads
+        threads = options.torch_threads or len(os.sched_getaffinity(0))
         try:
             session = ort.InferenceSession(
                 str(folder / graph), session_options, providers=["CPUExecutionProvider"]
@@ -158,7 +175,7 @@ class OnnxEngine:
         missing = [name for name in (i.name for i in session.get_inputs()) if name not in manifest.inputs]
         if missing:
             raise UserError(f"{folder / graph} takes inputs {missing} that {MANIFEST_FILE} does not list")
-        engine = cls(session, manifest, id2label, options, graph)
+        engine = cls(session, manifest, id2label, options, graph, threads)
         log.info(
             "loaded %s model (%s) from %s on cpu in %.1fs",
             bundle.task,
@@ -176,14 +193,27 @@ class OnnxEngine:
         formed longest first so that each pads little, and padding is cut off again."""
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]), reverse=True)
         outputs: list[np.ndarray | None] = [None] * len(features)
-        batch_size = max(1, self.options.batch_size or DEFAULT_BATCH_SIZE)
-        for start in range(0, len(order), batch_size):
-            chosen = [features[i] for i in order[start : start + batch_size]]
-            lengths = [len(feature["input_ids"]) for feature in chosen]
-            logits = self.session.run(None, self.pad(chosen, lengths[0]))[0]
-            for row, index in enumerate(order[start : start + batch_size]):
-                outputs[index] = logits[row, : lengths[row]] if self.token_level else logits[row]
+        batches = [
+            order[start : start + size]
+            for start, size in batch_plan(len(order), self.batch_size, self.threads)
+        ]
+
+        def run(indices: list[int]) -> np.ndarray:
+            chosen = [features[i] for i in indices]
+            return self.session.run(None, self.pad(chosen, len(chosen[0]["input_ids"])))[0]
+
+        results = (
+            map(run, batches) if self._pool is None or len(batches) == 1 else self._pool.map(run, batches)
+        )
+        for indices, logits in zip(batches, results, strict=True):
+            for row, index in enumerate(indices):
+                length = len(features[index]["input_ids"])
+                outputs[index] = logits[row, :length] if self.token_level else logits[row]
         return outputs  # type: ignore[return-value]
+
+    @property
+    def batch_size(self) -> int:
+        return max(1, self.options.batch_size or DEFAULT_BATCH_SIZE)
 
     def pad(self, features: Sequence[dict[str, Any]], longest: int) -> dict[str, np.ndarray]:
         """The session's inputs for ``features``, padded to ``longest`` positions."""
@@ -198,3 +228,13 @@ class OnnxEngine:
                 rows = [list(f[name]) + [pad] * (longest - len(f[name])) for f in features]
             batch[name] = np.asarray(rows, dtype=np.int64)
         return batch
+
+
+def batch_plan(count: int, batch_size: int, threads: int) -> list[tuple[int, int]]:
+    """(start, size) of each batch of ``count`` length-sorted features: at most ``batch_size`` each, and
+    smaller when that gives every thread one (eight records from eight clients are two batches of
+    four on two threads, not one batch of eight on one)."""
+    if count == 0:
+        return []
+    size = max(1, min(batch_size, math.ceil(count / max(1, threads))))
+    return [(start, min(size, count - start)) for start in range(0, count, size)]

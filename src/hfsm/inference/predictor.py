@@ -80,7 +80,7 @@ class PredictOptions:
 
     batch_size: int | None = None
     """Features (NER windows or texts) per forward pass; None: the engine's own default, the fastest
-    measured on CoNLL-2003 with MiniLM-L6 (torch 32, ONNX Runtime 16)."""
+    measured on CoNLL-2003 with MiniLM-L6 (torch 32, ONNX Runtime 8)."""
     max_words: int = 100_000
     """Records with more whitespace-separated words are refused (status 413)."""
     trust_remote_code: bool = False
