@@ -5,6 +5,7 @@
 # tests pass but ruff found problems, exits 1 (lint does not stop the tests from running).
 #   bash scripts/test.sh                 # all of it
 #   bash scripts/test.sh -k transform    # extra arguments go to pytest
+#   HFSM_TEST_WORKERS=1 bash scripts/test.sh   # one pytest process instead of one per core (at most 4)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -56,8 +57,16 @@ ruff format --check . || lint=1
 ((lint == 0)) || echo "ruff found problems (fix: ruff check --fix . && ruff format .); running the tests anyway"
 
 echo "== pytest"
+# One pytest process per core (pytest-xdist), at most 4, a test file each at a time (--dist loadfile:
+# a file's module fixtures are built once; the container tests share one image build). Most of the
+# suite waits on one single-threaded thing at a time (a subprocess importing torch, a tiny training
+# loop), so one process left the second core of a 2-core machine idle half the time.
+workers=${HFSM_TEST_WORKERS:-$(nproc)}
+((workers <= 4)) || workers=4
+parallel=()
+((workers <= 1)) || parallel=(-n "$workers" --dist loadfile)
 set +e
-python -m pytest -m "not slow" --durations=15 "$@"
+python -m pytest -m "not slow" --durations=15 "${parallel[@]}" "$@"
 code=$?
 set -e
 if ((code == 0 && lint != 0)); then
