@@ -8,10 +8,12 @@ EPYC. The export is written by ``train`` (``export_onnx=true``) or ``python -m h
 export-onnx`` and checked against torch when written (:mod:`hfsm.inference.onnx_export`).
 
 Batches are padded, longest first (packing needs the model's position handling, which the graph
-has fixed at export). They run side by side, one thread each, rather than one at a time on all the
-threads: MiniLM-sized matrices split poorly across threads (two intra-op threads ran int8 CoNLL
-batches 1.5x as fast as one, two batches at once on one thread each 1.9x), and a single short record
-took the same 5.7 ms either way.
+has fixed at export). A forward call of one batch (a real-time request) runs on every thread: one
+20-token record took 9.2 ms on two threads, 12.4 ms on one. A call of several batches (Batch
+Transform, merged requests) runs them side by side, one thread each, on a second session of the same
+graph: MiniLM-sized matrices split poorly across threads (two intra-op threads ran int8 CoNLL
+batches 1.5x as fast as one thread, two batches at once 1.9x; the second session costs 27 MB for
+MiniLM int8, 76 MB float32).
 """
 
 from __future__ import annotations
@@ -105,14 +107,19 @@ class OnnxEngine:
         id2label: dict[int, str],
         options: PredictOptions,
         graph: str,
-        threads: int,
+        batch_session: Any = None,
+        threads: int = 1,
     ) -> None:
         self.session = session
-        self.threads = threads
-        # batches of one forward call run here, one per thread (the session runs each on one thread);
-        # session.run releases the GIL
+        """Runs a lone batch, on all the threads."""
+        self.batch_session = batch_session
+        """Runs each of several batches on one thread, ``threads`` of them at once (None: one at a time)."""
+        self.threads = threads if batch_session is not None else 1
+        # session.run releases the GIL, so these threads run batches in parallel
         self._pool = (
-            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hfsm-onnx") if threads > 1 else None
+            ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hfsm-onnx")
+            if self.threads > 1
+            else None
         )
         self.inputs = manifest.inputs
         self.token_level = manifest.token_level
@@ -153,16 +160,10 @@ class OnnxEngine:
                     "does not have; export again (int8 is written by default) or set HFSM_RUNTIME=torch"
                 )
             graph = INT8_FILE
-        session_options = ort.SessionOptions()
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # one thread per run: parallelism comes from running batches side by side (see the module doc)
-        session_options.intra_op_num_threads = 1
-        session_options.inter_op_num_threads = 1
         threads = options.torch_threads or len(os.sched_getaffinity(0))
         try:
-            session = ort.InferenceSession(
-                str(folder / graph), session_options, providers=["CPUExecutionProvider"]
-            )
+            session = _session(ort, folder / graph, threads)
+            batch_session = _session(ort, folder / graph, 1) if threads > 1 else None
             tokenizer = ExportedTokenizer.load(folder, manifest.tokenizer)
             config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
             id2label = {int(key): name for key, name in config["id2label"].items()}
@@ -175,7 +176,7 @@ class OnnxEngine:
         missing = [name for name in (i.name for i in session.get_inputs()) if name not in manifest.inputs]
         if missing:
             raise UserError(f"{folder / graph} takes inputs {missing} that {MANIFEST_FILE} does not list")
-        engine = cls(session, manifest, id2label, options, graph, threads)
+        engine = cls(session, manifest, id2label, options, graph, batch_session, threads)
         log.info(
             "loaded %s model (%s) from %s on cpu in %.1fs",
             bundle.task,
@@ -198,13 +199,14 @@ class OnnxEngine:
             for start, size in batch_plan(len(order), self.batch_size, self.threads)
         ]
 
+        alone = self._pool is None or len(batches) == 1
+        session = self.session if alone else self.batch_session
+
         def run(indices: list[int]) -> np.ndarray:
             chosen = [features[i] for i in indices]
-            return self.session.run(None, self.pad(chosen, len(chosen[0]["input_ids"])))[0]
+            return session.run(None, self.pad(chosen, len(chosen[0]["input_ids"])))[0]
 
-        results = (
-            map(run, batches) if self._pool is None or len(batches) == 1 else self._pool.map(run, batches)
-        )
+        results = map(run, batches) if alone else self._pool.map(run, batches)  # type: ignore[union-attr]
         for indices, logits in zip(batches, results, strict=True):
             for row, index in enumerate(indices):
                 length = len(features[index]["input_ids"])
@@ -228,6 +230,18 @@ class OnnxEngine:
                 rows = [list(f[name]) + [pad] * (longest - len(f[name])) for f in features]
             batch[name] = np.asarray(rows, dtype=np.int64)
         return batch
+
+
+def _session(ort: Any, graph: Path, threads: int) -> Any:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # threads sleep between runs instead of spinning: the request threads of the worker (HTTP, JSON)
+    # need those cores between forward passes (single-record latency and 8-client throughput were
+    # the same or better without spinning here)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 
 def batch_plan(count: int, batch_size: int, threads: int) -> list[tuple[int, int]]:

@@ -225,14 +225,10 @@ def _run(
 
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     labels = engine.id2label
-    padded = OnnxEngine(session, manifest, labels, PredictOptions(batch_size=8), graph.name, 1).forward(
-        features
-    )
+    padded = OnnxEngine(session, manifest, labels, PredictOptions(batch_size=8), graph.name).forward(features)
     if not exact:
         return padded
-    alone = OnnxEngine(session, manifest, labels, PredictOptions(batch_size=1), graph.name, 1).forward(
-        features
-    )
+    alone = OnnxEngine(session, manifest, labels, PredictOptions(batch_size=1), graph.name).forward(features)
     worst = _max_relative_diff(padded, alone)
     if worst > FP32_TOLERANCE * 10:
         raise UserError(
