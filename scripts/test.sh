@@ -5,7 +5,7 @@
 # tests pass but ruff found problems, exits 1 (lint does not stop the tests from running).
 #   bash scripts/test.sh                 # all of it
 #   bash scripts/test.sh -k transform    # extra arguments go to pytest
-#   HFSM_TEST_WORKERS=1 bash scripts/test.sh   # one pytest process instead of one per core (at most 4)
+#   HFSM_TEST_WORKERS=1 bash scripts/test.sh   # pytest processes (default: one per core, at most 4)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -61,8 +61,8 @@ echo "== pytest"
 # a file's module fixtures are built once; the container tests share one image build). Most of the
 # suite waits on one single-threaded thing at a time (a subprocess importing torch, a tiny training
 # loop), so one process left the second core of a 2-core machine idle half the time.
-workers=${HFSM_TEST_WORKERS:-$(nproc)}
-((workers <= 4)) || workers=4
+cores=$(nproc)
+workers=${HFSM_TEST_WORKERS:-$((cores < 4 ? cores : 4))}
 parallel=()
 ((workers <= 1)) || parallel=(-n "$workers" --dist loadfile)
 set +e

@@ -153,11 +153,10 @@ def test_batches_side_by_side_answer_like_one_at_a_time(exported: dict[str, Path
         # a lone batch runs on the two-thread session, several on the one-thread one, side by side
         assert parallel.engine.batch_session is not None and serial.engine.batch_session is None
         alone, want = parallel.predict(records_for(name)[:1])[0], serial.predict(records_for(name)[:1])[0]
-        assert (
-            alone["pred"] == pytest.approx(want["pred"], abs=1e-5)
-            if name == "regression"
-            else alone["pred"] == want["pred"]
-        )
+        if name == "regression":
+            assert alone["pred"] == pytest.approx(want["pred"], abs=1e-5)
+        else:
+            assert alone["pred"] == want["pred"], name
         records = records_for(name) * 3
         for got, want in zip(parallel.predict(records), serial.predict(records), strict=True):
             assert not hasattr(got, "message"), got

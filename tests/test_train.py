@@ -230,8 +230,7 @@ def test_progress_is_one_plain_line_per_logging_step(trained: dict[str, TrainRes
     from tqdm import tqdm
 
     rendered = io.StringIO()  # what a real bar would leave in the output, read as text
-    for _ in tqdm(range(2), desc="Loading weights", file=rendered, mininterval=0):
-        pass
+    list(tqdm(range(2), desc="Loading weights", file=rendered, mininterval=0))
     assert TQDM_BAR.search(rendered.getvalue().replace("\r", "\n")), "the check would see a bar"
 
     for case, result in trained.items():
