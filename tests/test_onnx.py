@@ -7,6 +7,7 @@ by the real exporter into copies of their folders.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -137,8 +138,42 @@ def test_the_int8_graph_serves_every_task(exported: dict[str, Path]) -> None:
 def test_batch_plan_gives_every_thread_a_batch_and_none_over_the_size(
     count: int, batch_size: int, threads: int, plan: list[tuple[int, int]]
 ) -> None:
-    assert batch_plan(count, batch_size, threads) == plan
+    assert batch_plan([12] * count, batch_size, threads) == plan
     assert sum(size for _, size in plan) == count
+
+
+@pytest.mark.parametrize(
+    ("lengths", "batch_size", "threads", "plan"),
+    [
+        # 4 + 4 would cost 4 x 40 = 160 and 4 x 18 = 72 padded tokens; 3 + 5 cost 120 and 100
+        ([40, 30, 25, 20, 18, 15, 10, 8], 8, 2, [(0, 3), (3, 5)]),
+        # one long record against seven short ones: it runs alone, the others together
+        ([120, 10, 10, 10, 9, 9, 8, 8], 8, 2, [(0, 1), (1, 7)]),
+        # never more than batch_size rows, even where that leaves the threads uneven
+        ([120, 10, 10, 10, 9, 9, 8, 8], 4, 2, [(0, 4), (4, 4)]),
+        ([30, 20, 10], 8, 3, [(0, 1), (1, 1), (2, 1)]),
+        ([30, 20, 10], 8, 1, [(0, 3)]),
+    ],
+)
+def test_batch_plan_evens_out_the_threads_work(
+    lengths: list[int], batch_size: int, threads: int, plan: list[tuple[int, int]]
+) -> None:
+    assert batch_plan(lengths, batch_size, threads) == plan
+
+
+def test_batch_plan_never_costs_more_than_equal_counts() -> None:
+    """On random length-sorted batches, the costliest batch is never costlier than with equal counts."""
+    rng = random.Random(7)
+    for _ in range(500):
+        lengths = sorted((rng.randint(3, 200) for _ in range(rng.randint(1, 16))), reverse=True)
+        plan = batch_plan(lengths, 8, 2)
+        assert sum(size for _, size in plan) == len(lengths) and len(plan) <= 2
+        assert all(size <= 8 for _, size in plan)
+        half = -(-len(lengths) // 2)
+        equal = [(start, min(half, len(lengths) - start)) for start in range(0, len(lengths), half)]
+        assert max(size * lengths[start] for start, size in plan) <= max(
+            size * lengths[start] for start, size in equal
+        )
 
 
 def test_batches_side_by_side_answer_like_one_at_a_time(exported: dict[str, Path]) -> None:
