@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -315,6 +316,30 @@ def test_an_export_whose_graph_computes_something_else_writes_nothing(
         export_onnx(folder)
     assert not (folder / ONNX_DIR).exists()
     assert not list(folder.glob(".onnx-export-*"))
+
+
+def test_an_export_writes_its_onnx_folder_and_nothing_else(
+    trained: dict[str, TrainResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing lands in the working directory (ONNX Runtime's shape inference tools write temporary
+    graphs there: a 90 MB one once ended up in this repository from an experiment) nor stays in the
+    temporary directory, and the model folder gains only onnx/."""
+    folder = tmp_path / "model"
+    shutil.copytree(trained["classif"].model_dir, folder)
+    before = {path.relative_to(folder) for path in folder.rglob("*")}
+    workdir, temporary = tmp_path / "cwd", tmp_path / "tmp"
+    workdir.mkdir()
+    temporary.mkdir()
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    export_onnx(folder)
+    assert list(workdir.iterdir()) == []
+    assert list(temporary.iterdir()) == []
+    added = {path.relative_to(folder) for path in folder.rglob("*")} - before
+    onnx_dir = Path(ONNX_DIR)
+    assert added == {onnx_dir} | {
+        onnx_dir / name for name in (MODEL_FILE, INT8_FILE, MANIFEST_FILE, TOKENIZER_FILE)
+    }
 
 
 def test_an_unmerged_lora_adapter_is_not_exported(trained: dict[str, TrainResult], tmp_path: Path) -> None:
