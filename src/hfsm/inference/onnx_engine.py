@@ -194,13 +194,12 @@ class OnnxEngine:
     def forward(self, features: Sequence[dict[str, Any]]) -> list[np.ndarray]:
         """Logits per feature (per position for token tasks), in the features' order; batches are
         formed longest first so that each pads little, and padding is cut off again."""
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]), reverse=True)
+        lengths = [len(feature["input_ids"]) for feature in features]
+        order = sorted(range(len(features)), key=lengths.__getitem__, reverse=True)
         outputs: list[np.ndarray | None] = [None] * len(features)
         batches = [
             order[start : start + size]
-            for start, size in batch_plan(
-                [len(features[i]["input_ids"]) for i in order], self.batch_size, self.threads
-            )
+            for start, size in batch_plan([lengths[i] for i in order], self.batch_size, self.threads)
         ]
 
         alone = self._pool is None or len(batches) == 1
@@ -208,13 +207,12 @@ class OnnxEngine:
 
         def run(indices: list[int]) -> np.ndarray:
             chosen = [features[i] for i in indices]
-            return session.run(None, self.pad(chosen, len(chosen[0]["input_ids"])))[0]
+            return session.run(None, self.pad(chosen, lengths[indices[0]]))[0]
 
         results = map(run, batches) if alone else self._pool.map(run, batches)  # type: ignore[union-attr]
         for indices, logits in zip(batches, results, strict=True):
             for row, index in enumerate(indices):
-                length = len(features[index]["input_ids"])
-                outputs[index] = logits[row, :length] if self.token_level else logits[row]
+                outputs[index] = logits[row, : lengths[index]] if self.token_level else logits[row]
         return outputs  # type: ignore[return-value]
 
     @property
@@ -263,12 +261,18 @@ def batch_plan(lengths: Sequence[int], batch_size: int, threads: int) -> list[tu
         return []
     if count > size * threads:
         return [(start, min(size, count - start)) for start in range(0, count, size)]
-    costs = sorted({rows * max(1, lengths[first]) for first in range(count) for rows in range(1, size + 1)})
-    for limit in costs:  # the smallest cost of the costliest batch that needs no more batches than threads
-        plan = _cut(lengths, size, limit)
-        if plan is not None and len(plan) <= max(1, threads):
-            return plan
-    raise AssertionError("unreachable: batches of batch_size fit in threads")  # pragma: no cover
+    # Bisect the cost of the costliest batch: the fewer batches a limit needs, the higher it is, and
+    # at size x the longest row it needs ceil(count / size) <= threads. The smallest limit that fits
+    # is itself some batch's cost, so it cuts exactly there (a few cuts per call, on the hot path).
+    low, high = max(1, lengths[0]), size * max(1, lengths[0])  # the longest row alone; full batches
+    while low < high:
+        middle = (low + high) // 2
+        plan = _cut(lengths, size, middle)
+        if plan is not None and len(plan) <= threads:
+            high = middle
+        else:
+            low = middle + 1
+    return _cut(lengths, size, high) or []
 
 
 def _cut(lengths: Sequence[int], batch_size: int, limit: int) -> list[tuple[int, int]] | None:
