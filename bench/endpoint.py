@@ -18,6 +18,10 @@ It measures, one thing at a time on the same machine:
 2. **bare forward**: the same records one at a time through ``Predictor.predict`` in this
    process: the server's overhead per request is its p50 minus this p50. The concurrency levels and
    the bare forward are interleaved: ``--rounds`` slices of ``--seconds / --rounds`` each, in turn.
+   Each level also records the CPU time spent per request by the server (master and workers)
+   and by this process (the clients; for the bare forward, the predicting), and how busy that
+   kept the machine's cores: where the cores are busy and the forward passes take most of the
+   server's CPU, more requests at once cannot go faster.
 3. **cold start**: ``--starts`` fresh servers: seconds from process start to the first
    ``/ping`` 200 (model loaded and a warm-up prediction done), and the resident memory of the
    master and of each worker once ready.
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -141,6 +146,7 @@ def bench_latency(
     device, autocast, runtime = settings["HFSM_DEVICE"], settings["HFSM_AUTOCAST"], settings["HFSM_RUNTIME"]
     slice_s = seconds / rounds
     collected: dict[str, tuple[list[float], list[float]]] = {}
+    cpu: dict[str, list[float]] = {}  # per level: [the server's CPU seconds, this process's]
     with live_server(model, logs, threads, settings, name="latency") as (server, _):
         predictor = in_process_predictor(model, threads, device=device, autocast=autocast, runtime=runtime)
         closed_loop(server.url, texts, max(concurrency), min(3.0, seconds))  # warm-up, not recorded
@@ -149,9 +155,14 @@ def bench_latency(
             for clients in concurrency
         ]
         runs.append(("bare", lambda: bare_loop(predictor, texts, slice_s)))
+        master = server.process.pid
         for round_number in range(1, rounds + 1):
             for name, run in runs:
+                server_before, own_before = server_cpu_seconds(master), own_cpu_seconds()
                 latencies, elapsed = run()
+                spent = cpu.setdefault(name, [0.0, 0.0])
+                spent[0] += server_cpu_seconds(master) - server_before
+                spent[1] += own_cpu_seconds() - own_before
                 collected.setdefault(name, ([], []))
                 collected[name][0].extend(latencies)
                 collected[name][1].append(elapsed)
@@ -161,6 +172,15 @@ def bench_latency(
                     flush=True,
                 )
     stats = {name: latency_stats(lat, len(lat), sum(took)) for name, (lat, took) in collected.items()}
+    for name, (server_s, own_s) in cpu.items():
+        requests = stats[name]["requests"]
+        busy = (server_s + own_s) / (sum(collected[name][1]) * (os.cpu_count() or 1))
+        if name == "bare":  # the server idles meanwhile; this process does the predicting
+            stats[name]["cpu_ms_per_request"] = 1000 * own_s / requests
+        else:
+            stats[name]["server_cpu_ms_per_request"] = 1000 * server_s / requests
+            stats[name]["client_cpu_ms_per_request"] = 1000 * own_s / requests
+        stats[name]["cpu_busy_pct"] = 100 * busy
     bare = stats.pop("bare")
     return {name: {"clients": int(name), **numbers} for name, numbers in stats.items()}, bare
 
@@ -179,6 +199,24 @@ def children(pid: int) -> list[int]:
         text = (task / "children").read_text(encoding="utf-8").split()
         found.extend(int(child) for child in text)
     return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(master: int) -> float:
+    """CPU seconds of the server: its master and its workers."""
+    return sum(cpu_seconds(pid) for pid in [master, *children(master)])
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process (every thread): the clients, or the bare forward."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_cold_start(
@@ -277,12 +315,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
     }
     print()
-    print(f"{'':22s}{'records/s':>10s}{'p50 ms':>9s}{'p90 ms':>9s}{'p99 ms':>9s}")
+    print(f"{'':22s}{'records/s':>10s}{'p50 ms':>9s}{'p90 ms':>9s}{'p99 ms':>9s}", end="")
+    print(f"{'CPU ms/request (server + this process)':>42s}{'CPU busy':>10s}")
     rows = [(f"server, {clients} client(s)", stats) for clients, stats in latency.items()]
     for name, stats in [*rows, ("bare forward", bare)]:
+        per_request = (
+            f"{stats['cpu_ms_per_request']:.2f}"
+            if "cpu_ms_per_request" in stats
+            else f"{stats['server_cpu_ms_per_request']:.2f} + {stats['client_cpu_ms_per_request']:.2f}"
+        )
         print(
             f"{name:22s}{stats['records_per_s']:10.1f}",
             *(f"{stats[k]:8.1f}" for k in ("p50_ms", "p90_ms", "p99_ms")),
+            f"{per_request:>41s}{stats['cpu_busy_pct']:9.0f}%",
         )
     print()
     for name, value in results["ratios"].items():

@@ -1,0 +1,119 @@
+"""Where a torch forward pass of our Predictor spends its time, and what batching choices change.
+
+One command::
+
+    python bench/forward_profile.py --model runs/conll/model
+
+It loads the model as the server does (``Predictor``, torch, ``--threads`` threads, warmed up) and
+times ``predict`` on the first ``--limit`` CoNLL-2003 dev sentences (median of ``--repeats``) with the
+engine's default batch size and packing, with packing off, and with each ``--batch-sizes``; then one
+``torch.profiler`` pass over the default setting gives each operator's share of the CPU time. Read
+it next to ``gemm.py``: when ``aten::addmm`` (the Linear layers) is most of the time and already runs
+at the CPU's float32 product rate, no batching choice makes the float32 forward much faster.
+Results go to ``bench/results/forward_profile.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    RESULTS,
+    SHARED_DATA,
+    check_model,
+    command_line,
+    machine,
+    pin_threads,
+    read_rows,
+    write_results,
+)
+
+DEFAULT_DATA = SHARED_DATA / "conll2003" / "dev.csv"
+DEFAULT_OUTPUT = RESULTS / "forward_profile.json"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a model folder written by train")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tab-separated text/labels file")
+    parser.add_argument("--limit", type=int, default=1600, help="first N rows (default 1600)")
+    parser.add_argument("--batch-sizes", default="16,64", help="batch sizes besides the default")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the median counts")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results file")
+    return parser.parse_args(argv)
+
+
+def records_per_s(predictor: Any, records: Sequence[dict[str, str]], repeats: int) -> float:
+    predictor.predict(records[:64])
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predictor.predict(records)
+        timings.append(time.perf_counter() - started)
+    return len(records) / statistics.median(timings)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    pin_threads(args.threads)
+    import torch
+
+    from hfsm.inference.predictor import PredictOptions, Predictor
+
+    model = check_model(args.model)
+    records = [{"text": row["text"]} for row in read_rows(args.data, args.limit)]
+    load_at_start = os.getloadavg()
+    settings: dict[str, dict[str, Any]] = {"default": {}, "not packed": {"pack_sequences": False}}
+    settings.update({f"batch {size}": {"batch_size": int(size)} for size in args.batch_sizes.split(",")})
+    rates: dict[str, float] = {}
+    default = None
+    for name, extra in settings.items():
+        predictor = Predictor.load(
+            model, PredictOptions(runtime="torch", torch_threads=args.threads, **extra)
+        )
+        predictor.warmup()
+        rates[name] = records_per_s(predictor, records, args.repeats)
+        packed = predictor.engine.position_offset is not None
+        print(f"{name:12s} {rates[name]:7.1f} records/s (packed: {packed})")
+        if name == "default":
+            default = predictor
+    assert default is not None
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        default.predict(records)
+    averages = profile.key_averages()
+    total = sum(event.self_cpu_time_total for event in averages)
+    shares = sorted(
+        ((event.key, 100 * event.self_cpu_time_total / total) for event in averages),
+        key=lambda item: item[1],
+        reverse=True,
+    )[:10]
+    print("\nself CPU time by operator, default setting:")
+    for key, share in shares:
+        print(f"  {share:5.1f}%  {key}")
+    write_results(
+        args.output,
+        {
+            "command": command_line(__file__, argv),
+            "model": str(model),
+            "data": str(args.data.resolve()),
+            "records": len(records),
+            "threads": args.threads,
+            "machine": machine(args.threads, load_at_start),
+            "records_per_s": rates,
+            "operator_self_cpu_pct": dict(shares),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
