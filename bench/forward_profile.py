@@ -5,8 +5,9 @@ One command::
     python bench/forward_profile.py --model runs/conll/model
 
 It loads the model as the server does (``Predictor``, torch, ``--threads`` threads, warmed up) and
-times ``predict`` on the first ``--limit`` CoNLL-2003 dev sentences (median of ``--repeats``) with the
-engine's default batch size and packing, with packing off, and with each ``--batch-sizes``; then one
+times ``predict`` on the first ``--limit`` CoNLL-2003 dev sentences (median of ``--repeats`` rounds,
+the settings interleaved in each) with the engine's default batch size, packing and Linear kernel
+(oneDNN on x86-64), with packing off, with aten's ``addmm`` Linear, and with each ``--batch-sizes``; then one
 ``torch.profiler`` pass over the default setting gives each operator's share of the CPU time. Read
 it next to ``gemm.py``: when ``aten::addmm`` (the Linear layers) is most of the time and already runs
 at the CPU's float32 product rate, no batching choice makes the float32 forward much faster.
@@ -53,14 +54,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def records_per_s(predictor: Any, records: Sequence[dict[str, str]], repeats: int) -> float:
-    predictor.predict(records[:64])
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        predictor.predict(records)
-        timings.append(time.perf_counter() - started)
-    return len(records) / statistics.median(timings)
+def time_once(predictor: Any, records: Sequence[dict[str, str]]) -> float:
+    started = time.perf_counter()
+    predictor.predict(records)
+    return time.perf_counter() - started
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -73,21 +70,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = check_model(args.model)
     records = [{"text": row["text"]} for row in read_rows(args.data, args.limit)]
     load_at_start = os.getloadavg()
-    settings: dict[str, dict[str, Any]] = {"default": {}, "not packed": {"pack_sequences": False}}
+    settings: dict[str, dict[str, Any]] = {
+        "default": {},
+        "not packed": {"pack_sequences": False},
+        "addmm Linear": {"onednn_linear": False},
+    }
     settings.update({f"batch {size}": {"batch_size": int(size)} for size in args.batch_sizes.split(",")})
-    rates: dict[str, float] = {}
-    default = None
+    predictors = {}
     for name, extra in settings.items():
-        predictor = Predictor.load(
-            model, PredictOptions(runtime="torch", torch_threads=args.threads, **extra)
-        )
+        options = PredictOptions(runtime="torch", torch_threads=args.threads, **extra)
+        predictor = Predictor.load(model, options)
         predictor.warmup()
-        rates[name] = records_per_s(predictor, records, args.repeats)
+        predictor.predict(records[:64])
+        predictors[name] = predictor
         packed = predictor.engine.position_offset is not None
-        print(f"{name:12s} {rates[name]:7.1f} records/s (packed: {packed})")
-        if name == "default":
-            default = predictor
-    assert default is not None
+        print(f"{name:12s} {predictor.engine.description} (packed: {packed})")
+    # interleaved rounds: these shared VMs drift by 10-20% over minutes, which would favour one setting
+    timings: dict[str, list[float]] = {name: [] for name in settings}
+    for _ in range(args.repeats):
+        for name, predictor in predictors.items():
+            timings[name].append(time_once(predictor, records))
+    rates = {name: len(records) / statistics.median(seconds) for name, seconds in timings.items()}
+    for name, rate in rates.items():
+        rounds = ", ".join(f"{len(records) / seconds:.1f}" for seconds in timings[name])
+        print(f"{name:12s} {rate:7.1f} records/s (rounds: {rounds})")
+    default = predictors["default"]
+    descriptions = {name: predictor.engine.description for name, predictor in predictors.items()}
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         default.predict(records)
     averages = profile.key_averages()
@@ -110,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "threads": args.threads,
             "machine": machine(args.threads, load_at_start),
             "records_per_s": rates,
+            "seconds_per_round": timings,
+            "engines": descriptions,
             "operator_self_cpu_pct": dict(shares),
         },
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
 
 import pytest
 
 from hfsm.bundle import ModelBundle
 from hfsm.data.records import word_spans
 from hfsm.errors import UserError
+from hfsm.inference import onednn_linear
 from hfsm.inference import predictor as predictor_module
 from hfsm.inference.predictor import PredictOptions, Predictor, RecordError
 from hfsm.inference.torch_engine import quantize_int8
@@ -316,3 +320,99 @@ def test_autocast_settings_that_cannot_work_are_refused(
 ) -> None:
     with pytest.raises(UserError, match=message):
         Predictor.load(trained["classif"].model_dir, PredictOptions(torch_threads=1, device="cpu", **options))
+
+
+def test_onednn_linear_routes_every_linear_layer_and_answers_like_addmm(
+    trained: dict[str, TrainResult],
+) -> None:
+    """``onednn_linear=True`` routes every nn.Linear; answers stay those of aten's Linear."""
+    import torch
+
+    reason = onednn_linear.unavailable_reason("cpu", "none", "none")
+    if reason is not None:
+        pytest.skip(f"this torch cannot run it: {reason}")
+    texts = ["Hello from New York , said @paulwalk", long_text(300), "x"]
+    for name in ("ner", "classif", "ner_bbox"):
+        records = [{"text": text} for text in texts]
+        if name == "ner_bbox":
+            records = [{"text": text, "bbox": [[1, 2, 3, 4]] * len(text.split())} for text in texts]
+        routed = Predictor.load(
+            trained[name].model_dir, PredictOptions(torch_threads=1, batch_size=2, onednn_linear=True)
+        )
+        plain = Predictor.load(
+            trained[name].model_dir, PredictOptions(torch_threads=1, batch_size=2, onednn_linear=False)
+        )
+        assert routed.engine.onednn_linear and "oneDNN Linear" in routed.engine.description
+        assert not plain.engine.onednn_linear and plain.engine.description == "torch"
+        layers = [m for m in routed.engine.model.modules() if type(m) is torch.nn.Linear]
+        assert layers and all(isinstance(layer.forward, partial) for layer in layers)
+        assert routed.engine.model.state_dict().keys() == plain.engine.model.state_dict().keys()
+        for got, want in zip(routed.predict(records), plain.predict(records), strict=True):
+            assert isinstance(got, dict) and isinstance(want, dict), (got, want)
+            if "scores" in want:
+                assert got["scores"] == pytest.approx(want["scores"], abs=1e-4)
+                continue
+            assert got["pred"] == want["pred"]
+            assert got["proba"] == pytest.approx(want["proba"], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("machine", "vendor", "routed"),
+    [("x86_64", "AuthenticAMD", True), ("x86_64", "GenuineIntel", False), ("aarch64", None, False)],
+)
+def test_auto_routes_the_linear_layers_only_on_the_cpus_where_it_was_faster(
+    monkeypatch: pytest.MonkeyPatch, machine: str, vendor: str | None, routed: bool
+) -> None:
+    if onednn_linear.unavailable_reason("cpu", "none", "none") is not None:
+        pytest.skip("this torch cannot run it")
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(onednn_linear, "cpu_vendor", lambda: vendor)
+    assert onednn_linear.decide(None, "cpu", "none", "none") is routed
+    assert onednn_linear.decide(False, "cpu", "none", "none") is False
+    assert onednn_linear.decide(True, "cpu", "none", "none") is True, "required: on any CPU"
+    assert onednn_linear.decide(None, "cuda:0", "none", "none") is False
+    assert onednn_linear.decide(None, "cpu", "int8", "none") is False
+    assert onednn_linear.decide(None, "cpu", "none", "bf16") is False
+
+
+def test_cpu_vendor_is_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\nprocessor\t: 1\n")
+    assert onednn_linear.cpu_vendor(cpuinfo) == "AuthenticAMD"
+    cpuinfo.write_text("processor\t: 0\nCPU implementer\t: 0x41\n")
+    assert onednn_linear.cpu_vendor(cpuinfo) is None
+    assert onednn_linear.cpu_vendor(tmp_path / "missing") is None
+
+
+def test_quantized_and_autocast_models_keep_aten_linear(trained: dict[str, TrainResult]) -> None:
+    import torch
+
+    quantized = Predictor.load(trained["ner"].model_dir, PredictOptions(torch_threads=1, quantize="int8"))
+    assert not quantized.engine.onednn_linear
+    bf16 = Predictor.load(trained["ner"].model_dir, PredictOptions(torch_threads=1, autocast="bf16"))
+    assert not bf16.engine.onednn_linear
+    layers = [m for m in bf16.engine.model.modules() if type(m) is torch.nn.Linear]
+    assert layers and not any(isinstance(layer.forward, partial) for layer in layers)
+
+
+@pytest.mark.parametrize(
+    ("device", "quantize", "autocast", "message"),
+    [
+        ("cuda:0", "none", "none", "it runs on the CPU, the model is on cuda:0"),
+        ("cpu", "int8", "none", "HFSM_QUANTIZE=int8 replaces the Linear layers"),
+        ("cpu", "none", "bf16", "it does not run under HFSM_AUTOCAST"),
+    ],
+)
+def test_onednn_linear_required_where_it_cannot_run_is_refused(
+    device: str, quantize: str, autocast: str, message: str
+) -> None:
+    with pytest.raises(UserError, match=rf"HFSM_ONEDNN_LINEAR=true, but {message}; set it to auto or false"):
+        onednn_linear.decide(True, device, quantize, autocast)
+
+
+def test_onednn_self_check_reports_a_kernel_that_disagrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert onednn_linear.self_check_failure() is None
+    monkeypatch.setattr(onednn_linear, "onednn_forward", lambda layer, inputs: layer(inputs) * 1.01)
+    assert "differs from addmm by 1.0e-02" in str(onednn_linear.self_check_failure())
+    with pytest.raises(UserError, match="self-check differs"):
+        onednn_linear.decide(True, "cpu", "none", "none")

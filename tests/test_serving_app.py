@@ -137,6 +137,8 @@ def test_settings_defaults_follow_the_sagemaker_contract() -> None:
         ServingSettings.from_environ({"HFSM_AUTOCAST": "half"})
     for raw, expected in (("auto", None), ("false", False), ("TRUE", True), ("0", False)):
         assert ServingSettings.from_environ({"HFSM_PACK_SEQUENCES": raw}).predict.pack_sequences is expected
+        assert ServingSettings.from_environ({"HFSM_ONEDNN_LINEAR": raw}).predict.onednn_linear is expected
+    assert settings.predict.onednn_linear is None  # auto: where it applies and its self-check passes
     assert ServingSettings.from_environ({"SAGEMAKER_BASE_DIR": "/base"}).model_dir == Path("/base/model")
     overridden = ServingSettings.from_environ({"SAGEMAKER_BASE_DIR": "/base", "HFSM_MODEL_DIR": "/models/x"})
     assert overridden.model_dir == Path("/models/x")
@@ -166,6 +168,7 @@ def test_settings_divide_cores_between_cpu_workers_and_give_each_gpu_a_worker() 
         ("HFSM_BATCH_WAIT_MS", "5000"),
         ("HFSM_QUANTIZE", "int4"),
         ("HFSM_PACK_SEQUENCES", "sometimes"),
+        ("HFSM_ONEDNN_LINEAR", "sometimes"),
     ],
 )
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:

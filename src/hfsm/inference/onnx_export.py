@@ -97,8 +97,12 @@ def export_onnx(model_dir: Path, *, int8: bool = True, trust_remote_code: bool =
             f"{model_dir} holds an unmerged LoRA adapter ({ADAPTER_DIR}/): export needs one set of weights; "
             "train with merge_lora_weights=true"
         )
-    options = PredictOptions(
-        runtime="torch", device="cpu", pack_sequences=False, trust_remote_code=trust_remote_code
+    options = PredictOptions(  # the export traces aten's Linear: oneDNN's op has no ONNX form
+        runtime="torch",
+        device="cpu",
+        pack_sequences=False,
+        onednn_linear=False,
+        trust_remote_code=trust_remote_code,
     )
     predictor = Predictor.load(model_dir, options)
     engine = predictor.engine

@@ -98,6 +98,11 @@ class PredictOptions:
     """``bf16``/``fp16``: forward passes under ``torch.autocast`` in that dtype: the weights stay
     float32, matrix products run in 16 bits (on CPUs with native bfloat16, AVX-512 BF16 or AMX, about
     1.7x float32 here for 99.98% identical word tags; fp16 on GPUs only). ``none``: float32."""
+    onednn_linear: bool | None = None
+    """torch on the CPU in float32: the Linear layers on oneDNN's kernel instead of ``aten::addmm``
+    (7.5% faster forward passes on a Zen 4 EPYC, 3% slower on a Xeon: see
+    :mod:`hfsm.inference.onednn_linear`). None: on AMD x86-64 CPUs without int8 or autocast, if its
+    self-check passes; True: on any CPU, refused where it cannot run; False: never."""
     runtime: str = "auto"
     """``torch``: the model folder through ``transformers``; ``onnxruntime``: its ONNX export
     (``model/onnx``, CPU); ``auto``: the export when the folder has one and the options allow it

@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..tasks import get_task
 from ..training.lora import ADAPTER_DIR, load_adapter
 from ..training.model_loading import PREFIX_SPACE_MODEL_TYPES
+from . import onednn_linear
 
 if TYPE_CHECKING:
     from .predictor import PredictOptions
@@ -78,6 +79,8 @@ class TorchEngine:
         self.device = device
         self.token_level = token_level
         self.collator = Collator(pad_token_id, pad_to_multiple_of=8 if device.startswith("cuda") else None)
+        self.onednn_linear = False
+        """Whether the Linear layers run on oneDNN (:func:`onednn_linear.route_linear_layers`)."""
         self.position_offset: int | None = None
         """First position id of packed windows; None: padded forward passes (see :meth:`decide_packing`)."""
 
@@ -89,7 +92,9 @@ class TorchEngine:
     def description(self) -> str:
         if self.options.quantize == "int8":
             return "torch, int8 dynamic quantization"
-        return f"torch, {self.options.autocast} autocast" if self.options.autocast != "none" else "torch"
+        if self.options.autocast != "none":
+            return f"torch, {self.options.autocast} autocast"
+        return "torch, oneDNN Linear" if self.onednn_linear else "torch"
 
     @classmethod
     def load(cls, model_dir: Path, bundle: ModelBundle, options: PredictOptions) -> tuple[TorchEngine, Any]:
@@ -105,8 +110,12 @@ class TorchEngine:
         model.to(device)
         if options.quantize == "int8":
             model = quantize_int8(model, device)
+        onednn = onednn_linear.decide(options.onednn_linear, device, options.quantize, options.autocast)
+        if onednn:
+            onednn_linear.route_linear_layers(model)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         engine = cls(model, pad_id, options, device, get_task(bundle.task).token_level)
+        engine.onednn_linear = onednn
         log.info(
             "loaded %s model (%s; %s) from %s on %s in %.1fs",
             bundle.task,

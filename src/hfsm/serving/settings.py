@@ -92,6 +92,7 @@ class ServingSettings:
                 quantize=_read(env, "HFSM_QUANTIZE", "none", _quantize),
                 pack_sequences=_read(env, "HFSM_PACK_SEQUENCES", None, _auto_bool),
                 autocast=_read(env, "HFSM_AUTOCAST", "none", _autocast),
+                onednn_linear=_read(env, "HFSM_ONEDNN_LINEAR", None, _auto_bool),
                 runtime=_read(env, "HFSM_RUNTIME", "auto", parse_choice(*RUNTIMES)),
             ),
         )

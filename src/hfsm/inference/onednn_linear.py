@@ -1,0 +1,112 @@
+"""Float32 Linear layers on oneDNN's inner-product kernel instead of ``aten::addmm`` (MKL's sgemm).
+
+Why: a float32 forward pass of a BERT-sized model is mostly its Linear layers (``aten::addmm`` was
+83% of our CPU time on CoNLL-2003 sentences, ``bench/forward_profile.py``). On a 2-core Zen 4 EPYC
+oneDNN's ``torch.ops.mkldnn._linear_pointwise`` ran MiniLM-L6's products at 197-215 GFLOP/s where
+``addmm`` ran 161-193 in the same run, and the whole forward 7.5% faster, logits within 4e-6 of
+``addmm``'s. On a 2-core Xeon with AVX-512 and AMX, where MKL is on its home ground, the two ran the
+same products at the same rate (about 300 GFLOP/s) and oneDNN's forward was 3% slower. So ``auto``
+turns it on for AMD x86-64 CPUs only. It takes and returns ordinary dense tensors, so nothing else in
+the model changes; it has no backward, hence inference only (the training loop keeps ``addmm``).
+
+It stays off where it was not measured faster or cannot apply: GPUs, int8 (the layers are no longer
+``nn.Linear``), autocast (the op does not take part in autocast's casting), CPUs other than AMD's,
+and torch builds without the op or where a one-product self-check disagrees with ``addmm``.
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+SELF_CHECK_TOLERANCE = 1e-4
+"""Largest difference from ``torch.nn.functional.linear`` relative to its largest output."""
+
+FASTER_ON = "AuthenticAMD"
+"""The CPU vendor on which oneDNN's Linear was measured faster than MKL's ``addmm``."""
+
+X86_64 = frozenset({"x86_64", "amd64"})
+
+
+def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The ``vendor_id`` of the first CPU (``GenuineIntel``, ``AuthenticAMD``); None off Linux/x86."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id":
+            return value.strip()
+    return None
+
+
+def unavailable_reason(device: str, quantize: str, autocast: str) -> str | None:
+    """Why the oneDNN Linear cannot serve these options (None: it can), checked without a model."""
+    import torch
+
+    if not device.startswith("cpu"):
+        return f"it runs on the CPU, the model is on {device}"
+    if quantize != "none":
+        return "HFSM_QUANTIZE=int8 replaces the Linear layers"
+    if autocast != "none":
+        return "it does not run under HFSM_AUTOCAST"
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return f"torch {torch.__version__} has no oneDNN _linear_pointwise"
+    return self_check_failure()
+
+
+def self_check_failure() -> str | None:
+    """A random product through both kernels; the reason they disagree, or None."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(96, 48)
+    inputs = torch.randn(2, 5, 96, generator=generator)
+    try:
+        with torch.inference_mode():
+            expected = layer(inputs)
+            got = onednn_forward(layer, inputs)
+    except RuntimeError as exc:
+        return f"its self-check failed: {exc}"
+    error = float((got - expected).abs().max() / expected.abs().max())
+    if got.shape != expected.shape or not error <= SELF_CHECK_TOLERANCE:
+        return f"its self-check differs from addmm by {error:.1e} of the largest output"
+    return None
+
+
+def decide(setting: bool | None, device: str, quantize: str, autocast: str) -> bool:
+    """Whether to route the Linear layers: ``setting`` None is auto, True is required."""
+    if setting is False:
+        return False
+    if setting is None and (platform.machine().lower() not in X86_64 or cpu_vendor() != FASTER_ON):
+        return False
+    reason = unavailable_reason(device, quantize, autocast)
+    if reason is not None and setting:
+        raise UserError(f"HFSM_ONEDNN_LINEAR=true, but {reason}; set it to auto or false")
+    return reason is None
+
+
+def route_linear_layers(model: Any) -> int:
+    """Run every ``nn.Linear`` of ``model`` on oneDNN; the number routed.
+
+    The layers keep their class, parameters and hooks: only their ``forward`` is replaced, on the
+    instance, so ``state_dict``, ``isinstance`` checks and forward hooks see the same model.
+    """
+    import torch
+
+    layers = [module for module in model.modules() if type(module) is torch.nn.Linear]
+    for layer in layers:
+        layer.forward = partial(onednn_forward, layer)
+    return len(layers)
+
+
+def onednn_forward(layer: Any, inputs: Any) -> Any:
+    """``layer(inputs)`` through oneDNN: inputs of any leading shape, a dense float32 output."""
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(inputs, layer.weight, layer.bias, "none", [], "")
