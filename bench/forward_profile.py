@@ -7,10 +7,11 @@ One command::
 It loads the model as the server does (``Predictor``, torch, ``--threads`` threads, warmed up) and
 times ``predict`` on the first ``--limit`` CoNLL-2003 dev sentences (median of ``--repeats`` rounds,
 the settings interleaved in each) with the engine's default batch size, packing and Linear kernel
-(oneDNN on x86-64), with packing off, with aten's ``addmm`` Linear, and with each ``--batch-sizes``; then one
-``torch.profiler`` pass over the default setting gives each operator's share of the CPU time. Read
-it next to ``gemm.py``: when ``aten::addmm`` (the Linear layers) is most of the time and already runs
-at the CPU's float32 product rate, no batching choice makes the float32 forward much faster.
+(oneDNN on AMD CPUs), with packing off, with aten's ``addmm`` Linear and with oneDNN's, and with
+each ``--batch-sizes``; then one ``torch.profiler`` pass over the default setting gives each
+operator's share of the CPU time. Read it next to ``gemm.py``: when ``aten::addmm`` (the Linear
+layers) is most of the time and already runs at the CPU's float32 product rate, no batching choice
+makes the float32 forward much faster.
 Results go to ``bench/results/forward_profile.json``.
 """
 
@@ -74,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "default": {},
         "not packed": {"pack_sequences": False},
         "addmm Linear": {"onednn_linear": False},
+        "oneDNN Linear": {"onednn_linear": True},  # one of the two is the default (HFSM_ONEDNN_LINEAR=auto)
     }
     settings.update({f"batch {size}": {"batch_size": int(size)} for size in args.batch_sizes.split(",")})
     predictors = {}
