@@ -5,7 +5,7 @@ Why: a float32 forward pass of a BERT-sized model is mostly its Linear layers (`
 oneDNN's ``torch.ops.mkldnn._linear_pointwise`` ran MiniLM-L6's products at 197-215 GFLOP/s where
 ``addmm`` ran 161-193 in the same run, and the whole forward 7.5% faster, logits within 4e-6 of
 ``addmm``'s. On a 2-core Xeon with AVX-512 and AMX, where MKL is on its home ground, the two ran the
-same products at the same rate (about 300 GFLOP/s) and oneDNN's forward was 3% slower. So ``auto``
+same products at the same rate (about 300 GFLOP/s) and oneDNN's forward was 5-6% slower. So ``auto``
 turns it on for AMD x86-64 CPUs only. It takes and returns ordinary dense tensors, so nothing else in
 the model changes; it has no backward, hence inference only (the training loop keeps ``addmm``).
 

@@ -100,7 +100,7 @@ class PredictOptions:
     1.7x float32 here for 99.98% identical word tags; fp16 on GPUs only). ``none``: float32."""
     onednn_linear: bool | None = None
     """torch on the CPU in float32: the Linear layers on oneDNN's kernel instead of ``aten::addmm``
-    (7.5% faster forward passes on a Zen 4 EPYC, 3% slower on a Xeon: see
+    (7.5% faster forward passes on a Zen 4 EPYC, 5-6% slower on a Xeon: see
     :mod:`hfsm.inference.onednn_linear`). None: on AMD x86-64 CPUs without int8 or autocast, if its
     self-check passes; True: on any CPU, refused where it cannot run; False: never."""
     runtime: str = "auto"
