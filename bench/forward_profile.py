@@ -7,8 +7,8 @@ One command::
 It loads the model as the server does (``Predictor``, torch, ``--threads`` threads, warmed up) and
 times ``predict`` on the first ``--limit`` CoNLL-2003 dev sentences (median of ``--repeats`` rounds,
 the settings interleaved in each) with the engine's default batch size, packing and Linear kernel
-(oneDNN on AMD CPUs), with packing off, with aten's ``addmm`` Linear and with oneDNN's, and with
-each ``--batch-sizes``; then one ``torch.profiler`` pass over the default setting gives each
+(oneDNN on AMD CPUs), with packing off, with the other Linear kernel (aten's ``addmm`` or oneDNN's),
+and with each ``--batch-sizes``; then one ``torch.profiler`` pass over the default setting gives each
 operator's share of the CPU time. Read it next to ``gemm.py``: when ``aten::addmm`` (the Linear
 layers) is most of the time and already runs at the CPU's float32 product rate, no batching choice
 makes the float32 forward much faster.
@@ -66,16 +66,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     pin_threads(args.threads)
     import torch
 
+    from hfsm.inference import onednn_linear
     from hfsm.inference.predictor import PredictOptions, Predictor
 
     model = check_model(args.model)
     records = [{"text": row["text"]} for row in read_rows(args.data, args.limit)]
     load_at_start = os.getloadavg()
+    default_kernel = onednn_linear.decide(None, "cpu", "none", "none")  # what HFSM_ONEDNN_LINEAR=auto picks
     settings: dict[str, dict[str, Any]] = {
         "default": {},
         "not packed": {"pack_sequences": False},
-        "addmm Linear": {"onednn_linear": False},
-        "oneDNN Linear": {"onednn_linear": True},  # one of the two is the default (HFSM_ONEDNN_LINEAR=auto)
+        "addmm Linear" if default_kernel else "oneDNN Linear": {"onednn_linear": not default_kernel},
     }
     settings.update({f"batch {size}": {"batch_size": int(size)} for size in args.batch_sizes.split(",")})
     predictors = {}

@@ -91,18 +91,17 @@ def decide(setting: bool | None, device: str, quantize: str, autocast: str) -> b
     return reason is None
 
 
-def route_linear_layers(model: Any) -> int:
-    """Run every ``nn.Linear`` of ``model`` on oneDNN; the number routed.
+def route_linear_layers(model: Any) -> None:
+    """Run every ``nn.Linear`` of ``model`` on oneDNN.
 
     The layers keep their class, parameters and hooks: only their ``forward`` is replaced, on the
     instance, so ``state_dict``, ``isinstance`` checks and forward hooks see the same model.
     """
     import torch
 
-    layers = [module for module in model.modules() if type(module) is torch.nn.Linear]
-    for layer in layers:
-        layer.forward = partial(onednn_forward, layer)
-    return len(layers)
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            module.forward = partial(onednn_forward, module)
 
 
 def onednn_forward(layer: Any, inputs: Any) -> Any:

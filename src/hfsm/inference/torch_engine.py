@@ -70,7 +70,13 @@ class TorchEngine:
     name = "torch"
 
     def __init__(
-        self, model: Any, pad_token_id: int, options: PredictOptions, device: str, token_level: bool
+        self,
+        model: Any,
+        pad_token_id: int,
+        options: PredictOptions,
+        device: str,
+        token_level: bool,
+        onednn_linear: bool = False,
     ) -> None:
         from ..data.collate import Collator
 
@@ -79,7 +85,7 @@ class TorchEngine:
         self.device = device
         self.token_level = token_level
         self.collator = Collator(pad_token_id, pad_to_multiple_of=8 if device.startswith("cuda") else None)
-        self.onednn_linear = False
+        self.onednn_linear = onednn_linear
         """Whether the Linear layers run on oneDNN (:func:`onednn_linear.route_linear_layers`)."""
         self.position_offset: int | None = None
         """First position id of packed windows; None: padded forward passes (see :meth:`decide_packing`)."""
@@ -114,8 +120,7 @@ class TorchEngine:
         if onednn:
             onednn_linear.route_linear_layers(model)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        engine = cls(model, pad_id, options, device, get_task(bundle.task).token_level)
-        engine.onednn_linear = onednn
+        engine = cls(model, pad_id, options, device, get_task(bundle.task).token_level, onednn)
         log.info(
             "loaded %s model (%s; %s) from %s on %s in %.1fs",
             bundle.task,
