@@ -8,10 +8,11 @@ It loads the model as the server does (``Predictor``, torch, ``--threads`` threa
 times ``predict`` on the first ``--limit`` CoNLL-2003 dev sentences (median of ``--repeats`` rounds,
 the settings interleaved in each) with the engine's default batch size, packing and Linear kernel
 (oneDNN on AMD CPUs), with packing off, with the other Linear kernel (aten's ``addmm`` or oneDNN's),
-and with each ``--batch-sizes``; then one ``torch.profiler`` pass over the default setting gives each
-operator's share of the CPU time. Read it next to ``gemm.py``: when ``aten::addmm`` (the Linear
-layers) is most of the time and already runs at the CPU's float32 product rate, no batching choice
-makes the float32 forward much faster.
+with each ``--batch-sizes``, and with ``HFSM_QUANTIZE=int8`` packed for each of ``--int8-engines``
+(the quantized engine, which picks the int8 kernels); then one ``torch.profiler`` pass over the
+default setting gives each operator's share of the CPU time. Read it next to ``gemm.py``: when
+``aten::addmm`` (the Linear layers) is most of the time and already runs at the CPU's float32
+product rate, no batching choice makes the float32 forward much faster.
 Results go to ``bench/results/forward_profile.json``.
 """
 
@@ -49,6 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tab-separated text/labels file")
     parser.add_argument("--limit", type=int, default=1600, help="first N rows (default 1600)")
     parser.add_argument("--batch-sizes", default="16,64", help="batch sizes besides the default")
+    parser.add_argument(
+        "--int8-engines", default="onednn,x86", help="quantized engines to time int8 under ('' for none)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the median counts")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results file")
@@ -79,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "addmm Linear" if default_kernel else "oneDNN Linear": {"onednn_linear": not default_kernel},
     }
     settings.update({f"batch {size}": {"batch_size": int(size)} for size in args.batch_sizes.split(",")})
+    settings.update(
+        {
+            f"int8 {engine}": {"quantize": "int8", "quantized_engine": engine}
+            for engine in filter(None, args.int8_engines.split(","))
+        }
+    )
     predictors = {}
     for name, extra in settings.items():
         options = PredictOptions(runtime="torch", torch_threads=args.threads, **extra)
@@ -87,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         predictor.predict(records[:64])
         predictors[name] = predictor
         packed = predictor.engine.position_offset is not None
-        print(f"{name:12s} {predictor.engine.description} (packed: {packed})")
+        print(f"{name:12s} {predictor.engine.description} (packed: {packed})", flush=True)
     # interleaved rounds: these shared VMs drift by 10-20% over minutes, which would favour one setting
     timings: dict[str, list[float]] = {name: [] for name in settings}
     for _ in range(args.repeats):

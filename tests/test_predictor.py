@@ -5,17 +5,16 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 
 from hfsm.bundle import ModelBundle
 from hfsm.data.records import word_spans
 from hfsm.errors import UserError
-from hfsm.inference import onednn_linear
+from hfsm.inference import cpu, onednn_linear
 from hfsm.inference import predictor as predictor_module
+from hfsm.inference.int8 import quantize_int8
 from hfsm.inference.predictor import PredictOptions, Predictor, RecordError
-from hfsm.inference.torch_engine import quantize_int8
 from sagemaker_tree import TrainResult
 from serving_models import always_tagging
 
@@ -269,7 +268,7 @@ def test_int8_quantization_answers_like_the_fp32_model(trained: dict[str, TrainR
 
 def test_int8_quantization_is_refused_on_a_gpu(trained: dict[str, TrainResult]) -> None:
     with pytest.raises(UserError, match="CPU only"):
-        quantize_int8(object(), "cuda")
+        quantize_int8(object(), "cuda", "x86")
 
 
 def test_bf16_autocast_runs_the_products_in_bf16_and_answers_like_float32(
@@ -366,22 +365,13 @@ def test_auto_routes_the_linear_layers_only_on_the_cpus_where_it_was_faster(
     if onednn_linear.unavailable_reason("cpu", "none", "none") is not None:
         pytest.skip("this torch cannot run it")
     monkeypatch.setattr(platform, "machine", lambda: machine)
-    monkeypatch.setattr(onednn_linear, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(cpu, "cpu_vendor", lambda: vendor)
     assert onednn_linear.decide(None, "cpu", "none", "none") is routed
     assert onednn_linear.decide(False, "cpu", "none", "none") is False
     assert onednn_linear.decide(True, "cpu", "none", "none") is True, "required: on any CPU"
     assert onednn_linear.decide(None, "cuda:0", "none", "none") is False
     assert onednn_linear.decide(None, "cpu", "int8", "none") is False
     assert onednn_linear.decide(None, "cpu", "none", "bf16") is False
-
-
-def test_cpu_vendor_is_read_from_cpuinfo(tmp_path: Path) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\nprocessor\t: 1\n")
-    assert onednn_linear.cpu_vendor(cpuinfo) == "AuthenticAMD"
-    cpuinfo.write_text("processor\t: 0\nCPU implementer\t: 0x41\n")
-    assert onednn_linear.cpu_vendor(cpuinfo) is None
-    assert onednn_linear.cpu_vendor(tmp_path / "missing") is None
 
 
 def test_quantized_and_autocast_models_keep_aten_linear(trained: dict[str, TrainResult]) -> None:

@@ -128,8 +128,12 @@ def test_settings_defaults_follow_the_sagemaker_contract() -> None:
     assert settings.predict.trust_remote_code is False
     assert settings.predict.torch_threads is not None and settings.predict.torch_threads >= 1
     assert (settings.threads, settings.batch_wait_ms, settings.predict.quantize) == (16, 5.0, "none")
-    tuned = ServingSettings.from_environ({"HFSM_BATCH_WAIT_MS": "0", "HFSM_QUANTIZE": "INT8"})
+    tuned = ServingSettings.from_environ(
+        {"HFSM_BATCH_WAIT_MS": "0", "HFSM_QUANTIZE": "INT8", "HFSM_QUANTIZED_ENGINE": "OneDNN"}
+    )
     assert (tuned.batch_wait_ms, tuned.predict.quantize) == (0.0, "int8")
+    assert tuned.predict.quantized_engine == "onednn"
+    assert settings.predict.quantized_engine == "auto"
     assert settings.predict.pack_sequences is None  # auto: decided at warm-up
     assert settings.predict.autocast == "none"
     assert ServingSettings.from_environ({"HFSM_AUTOCAST": "BF16"}).predict.autocast == "bf16"
@@ -167,6 +171,7 @@ def test_settings_divide_cores_between_cpu_workers_and_give_each_gpu_a_worker() 
         ("HFSM_BATCH_WAIT_MS", "soon"),
         ("HFSM_BATCH_WAIT_MS", "5000"),
         ("HFSM_QUANTIZE", "int4"),
+        ("HFSM_QUANTIZED_ENGINE", "mkl"),
         ("HFSM_PACK_SEQUENCES", "sometimes"),
         ("HFSM_ONEDNN_LINEAR", "sometimes"),
     ],

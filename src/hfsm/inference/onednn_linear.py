@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import platform
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from . import cpu
 
 SELF_CHECK_TOLERANCE = 1e-4
 """Largest difference from ``torch.nn.functional.linear`` relative to its largest output."""
@@ -30,19 +30,6 @@ FASTER_ON = "AuthenticAMD"
 """The CPU vendor on which oneDNN's Linear was measured faster than MKL's ``addmm``."""
 
 X86_64 = frozenset({"x86_64", "amd64"})
-
-
-def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    """The ``vendor_id`` of the first CPU (``GenuineIntel``, ``AuthenticAMD``); None off Linux/x86."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "vendor_id":
-            return value.strip()
-    return None
 
 
 def unavailable_reason(device: str, quantize: str, autocast: str) -> str | None:
@@ -83,7 +70,7 @@ def decide(setting: bool | None, device: str, quantize: str, autocast: str) -> b
     """Whether to route the Linear layers: ``setting`` None is auto, True is required."""
     if setting is False:
         return False
-    if setting is None and (platform.machine().lower() not in X86_64 or cpu_vendor() != FASTER_ON):
+    if setting is None and (platform.machine().lower() not in X86_64 or cpu.cpu_vendor() != FASTER_ON):
         return False
     reason = unavailable_reason(device, quantize, autocast)
     if reason is not None and setting:

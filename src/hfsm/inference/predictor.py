@@ -91,6 +91,11 @@ class PredictOptions:
     quantize: str = "none"
     """``int8``: dynamic int8 quantization of the Linear layers (CPU only): about 2.5x the
     throughput for about 0.3 F1 point (bench/results); ``none``: the weights as trained."""
+    quantized_engine: str = "auto"
+    """torch with ``quantize="int8"``: the quantized engine its weights are packed for, which picks
+    the int8 kernels (:mod:`hfsm.inference.int8`): ``onednn``, ``x86`` (torch's default, FBGEMM),
+    ``fbgemm``, ``qnnpack``; ``auto``: ``onednn`` on x86-64 CPUs with AVX-512 VNNI, else torch's
+    default."""
     pack_sequences: bool | None = None
     """NER: pack the windows of a forward pass into fewer rows when they differ in length. None:
     when :meth:`Predictor.warmup` finds the model computes them like padded ones; True: required."""

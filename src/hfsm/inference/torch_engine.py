@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..tasks import get_task
 from ..training.lora import ADAPTER_DIR, load_adapter
 from ..training.model_loading import PREFIX_SPACE_MODEL_TYPES
-from . import onednn_linear
+from . import int8, onednn_linear
 
 if TYPE_CHECKING:
     from .predictor import PredictOptions
@@ -77,6 +77,7 @@ class TorchEngine:
         device: str,
         token_level: bool,
         onednn_linear: bool = False,
+        quantized_engine: str | None = None,
     ) -> None:
         from ..data.collate import Collator
 
@@ -87,6 +88,8 @@ class TorchEngine:
         self.collator = Collator(pad_token_id, pad_to_multiple_of=8 if device.startswith("cuda") else None)
         self.onednn_linear = onednn_linear
         """Whether the Linear layers run on oneDNN (:func:`onednn_linear.route_linear_layers`)."""
+        self.quantized_engine = quantized_engine
+        """The quantized engine the int8 weights were packed for (:mod:`.int8`); None: not int8."""
         self.position_offset: int | None = None
         """First position id of packed windows; None: padded forward passes (see :meth:`decide_packing`)."""
 
@@ -97,7 +100,7 @@ class TorchEngine:
     @property
     def description(self) -> str:
         if self.options.quantize == "int8":
-            return "torch, int8 dynamic quantization"
+            return f"torch, int8 dynamic quantization ({self.quantized_engine} kernels)"
         if self.options.autocast != "none":
             return f"torch, {self.options.autocast} autocast"
         return "torch, oneDNN Linear" if self.onednn_linear else "torch"
@@ -114,13 +117,21 @@ class TorchEngine:
         device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
         check_autocast(options, device)
         model.to(device)
+        quantized_engine: str | None = None
         if options.quantize == "int8":
-            model = quantize_int8(model, device)
+            quantized_engine = int8.choose_engine(options.quantized_engine)
+            model = int8.quantize_int8(model, device, quantized_engine)
+        elif options.quantized_engine != "auto":
+            log.warning(
+                "HFSM_QUANTIZED_ENGINE=%s has no effect without HFSM_QUANTIZE=int8", options.quantized_engine
+            )
         onednn = onednn_linear.decide(options.onednn_linear, device, options.quantize, options.autocast)
         if onednn:
             onednn_linear.route_linear_layers(model)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        engine = cls(model, pad_id, options, device, get_task(bundle.task).token_level, onednn)
+        engine = cls(
+            model, pad_id, options, device, get_task(bundle.task).token_level, onednn, quantized_engine
+        )
         log.info(
             "loaded %s model (%s; %s) from %s on %s in %.1fs",
             bundle.task,
@@ -222,30 +233,3 @@ def check_autocast(options: PredictOptions, device: str) -> None:
             )
     elif device.startswith("cuda") and options.autocast == "bf16" and not torch.cuda.is_bf16_supported():
         raise UserError("HFSM_AUTOCAST=bf16: this GPU has no bfloat16; use fp16")
-
-
-def quantize_int8(model: Any, device: str) -> Any:
-    """The model with its Linear layers as dynamically quantized int8 (weights int8, activations
-    quantized per batch): the matrix products, most of a transformer's CPU time, run on int8
-    kernels (VNNI where the CPU has it). CPU kernels only, hence refused on a GPU.
-
-    Weights are quantized per output channel: on CoNLL-2003 (MiniLM-L6) one scale per tensor cost
-    1.45 dev F1 points, one per channel about 0.3. The layer that produces the logits (out features =
-    the number of labels) stays float: it is a fraction of a percent of the work, and rounding the
-    logits themselves cost 0.02 of those points for no speed.
-    """
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    if not device.startswith("cpu"):
-        raise UserError(
-            f"HFSM_QUANTIZE=int8 runs on the CPU only, but the model is on {device}; "
-            "unset it or set HFSM_DEVICE=cpu"
-        )
-    n_labels = model.config.num_labels
-    layers = {
-        name: per_channel_dynamic_qconfig
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and module.out_features != n_labels
-    }
-    return quantize_dynamic(model, layers, dtype=torch.qint8)

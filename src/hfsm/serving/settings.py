@@ -17,6 +17,7 @@ from ..config import parse_choice
 from ..devices import available_cores, visible_gpus
 from ..errors import UserError
 from ..inference.codecs import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_LIMIT
+from ..inference.int8 import ENGINE_CHOICES
 from ..inference.predictor import RUNTIMES, PredictOptions
 
 DEFAULT_BASE_DIR = "/opt/ml"
@@ -90,6 +91,7 @@ class ServingSettings:
                 device=env.get("HFSM_DEVICE") or None,
                 torch_threads=torch_threads,
                 quantize=_read(env, "HFSM_QUANTIZE", "none", _quantize),
+                quantized_engine=_read(env, "HFSM_QUANTIZED_ENGINE", "auto", _quantized_engine),
                 pack_sequences=_read(env, "HFSM_PACK_SEQUENCES", None, _auto_bool),
                 autocast=_read(env, "HFSM_AUTOCAST", "none", _autocast),
                 onednn_linear=_read(env, "HFSM_ONEDNN_LINEAR", None, _auto_bool),
@@ -159,6 +161,7 @@ def _port(raw: str) -> int:
 
 
 _quantize = parse_choice("none", "int8")
+_quantized_engine = parse_choice(*ENGINE_CHOICES)
 _autocast = parse_choice("none", "bf16", "fp16")
 _log_level = parse_choice("debug", "info", "warning", "error", "critical")
 
