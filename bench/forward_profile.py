@@ -49,7 +49,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, required=True, help="a model folder written by train")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tab-separated text/labels file")
     parser.add_argument("--limit", type=int, default=1600, help="first N rows (default 1600)")
-    parser.add_argument("--batch-sizes", default="16,64", help="batch sizes besides the default")
+    parser.add_argument(
+        "--batch-sizes", default="16,64", help="batch sizes besides the default ('' for none)"
+    )
     parser.add_argument(
         "--int8-engines", default="onednn,x86", help="quantized engines to time int8 under ('' for none)"
     )
@@ -82,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "not packed": {"pack_sequences": False},
         "addmm Linear" if default_kernel else "oneDNN Linear": {"onednn_linear": not default_kernel},
     }
-    settings.update({f"batch {size}": {"batch_size": int(size)} for size in args.batch_sizes.split(",")})
+    settings.update(
+        {f"batch {size}": {"batch_size": int(size)} for size in filter(None, args.batch_sizes.split(","))}
+    )
     settings.update(
         {
             f"int8 {engine}": {"quantize": "int8", "quantized_engine": engine}

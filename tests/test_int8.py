@@ -19,7 +19,7 @@ TEXTS = ["Hello from New York , said @paulwalk", "Peter Blackburn", " ".join(["E
     ("machine", "flags", "expected"),
     [
         ("x86_64", {"avx2", "avx512f", "avx512_vnni", "amx_int8"}, "onednn"),  # Sapphire Rapids and later
-        ("x86_64", {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "onednn"),  # Zen 4
+        ("x86_64", {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, None),  # Zen 4: level, the default
         ("x86_64", {"avx2", "avx_vnni"}, None),  # AVX2 only: not measured, torch's default
         ("aarch64", set(), None),
     ],
@@ -41,7 +41,7 @@ def test_an_engine_this_torch_lacks_is_refused_with_the_ones_it_has(monkeypatch:
     with pytest.raises(UserError, match=r"HFSM_QUANTIZED_ENGINE=onednn: torch .* has x86, fbgemm; set one"):
         int8.choose_engine("onednn")
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512_vnni", "amx_int8"}))
     assert int8.choose_engine("auto") != "onednn", "auto never picks an engine torch lacks"
 
 

@@ -3,11 +3,14 @@
 Why the kernel library is chosen here: torch packs each quantized weight for the quantized engine
 in force *when it is packed* (``torch.backends.quantized.engine`` inside ``quantize_dynamic``), and
 that packing alone decides the kernel that later runs the product, whatever the engine is then. The
-default engine, ``x86``, runs dynamic Linear layers on FBGEMM; ``onednn`` on oneDNN. On MiniLM-L6's
-products (64 sentences of 20 tokens through its 384x1536 and 1536x384 layers) oneDNN's packing ran
-2.3x as fast as FBGEMM's on a 2-core Xeon with AMX (1 thread) and 1.7-2x on a 2-core Zen 4 EPYC
-with VNNI (2 threads), with the same rounding error; both CPUs have AVX-512 VNNI, the one fact
-``auto`` goes by. Elsewhere (AVX2-only x86, ARM) it keeps torch's default: not measured.
+default engine, ``x86``, runs dynamic Linear layers on FBGEMM; ``onednn`` on oneDNN, which uses AMX
+tiles where the CPU has them. On a 2-core Xeon with AMX, MiniLM-L6 int8 on 1,600 CoNLL-2003 dev
+sentences ran at 746 records/s packed for oneDNN against 614 for the default, F1 86.02 against
+86.03 (an experiment of the 2026-12-06 session, not kept in ``bench/results``). On a 2-core Zen 4
+EPYC (AVX-512 VNNI, no AMX) the two were level, 460 and 457 records/s over 8 interleaved rounds
+(``bench/results/2026-12-07-epyc-avx512/forward_profile_int8.json``), although oneDNN ran the bare
+384x1536 products there 1.7x as fast. So ``auto`` goes by one fact, AMX int8; elsewhere it keeps
+torch's default.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ log = logging.getLogger("hfsm.predict")
 ENGINE_CHOICES = ("auto", "onednn", "x86", "fbgemm", "qnnpack")
 """Values of HFSM_QUANTIZED_ENGINE: ``auto`` or one of torch's quantized engines."""
 
-FASTER_WITH_FLAG = "avx512_vnni"
-"""The CPU flag of the machines where oneDNN's int8 Linear was measured faster than FBGEMM's."""
+FASTER_WITH_FLAG = "amx_int8"
+"""The CPU flag of the machines where a model packed for oneDNN was measured faster than FBGEMM's."""
 
 X86_64 = frozenset({"x86_64", "amd64"})
 

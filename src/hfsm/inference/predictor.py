@@ -94,7 +94,7 @@ class PredictOptions:
     quantized_engine: str = "auto"
     """torch with ``quantize="int8"``: the quantized engine its weights are packed for, which picks
     the int8 kernels (:mod:`hfsm.inference.int8`): ``onednn``, ``x86`` (torch's default, FBGEMM),
-    ``fbgemm``, ``qnnpack``; ``auto``: ``onednn`` on x86-64 CPUs with AVX-512 VNNI, else torch's
+    ``fbgemm``, ``qnnpack``; ``auto``: ``onednn`` on x86-64 CPUs with AMX int8, else torch's
     default."""
     pack_sequences: bool | None = None
     """NER: pack the windows of a forward pass into fewer rows when they differ in length. None:
