@@ -406,3 +406,10 @@ def test_onednn_self_check_reports_a_kernel_that_disagrees(monkeypatch: pytest.M
     assert "differs from addmm by 1.0e-02" in str(onednn_linear.self_check_failure())
     with pytest.raises(UserError, match="self-check differs"):
         onednn_linear.decide(True, "cpu", "none", "none")
+
+
+def test_routing_bounds_onednns_primitive_caches_unless_the_environment_sizes_them() -> None:
+    """One primitive per input shape would otherwise pile up to 1,024 (400 MB more for MiniLM-L6)."""
+    environ: dict[str, str] = {"LRU_CACHE_CAPACITY": "8"}
+    onednn_linear.bound_primitive_caches(environ)
+    assert environ == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "32", "LRU_CACHE_CAPACITY": "8"}

@@ -9,6 +9,15 @@ same products at the same rate (about 300 GFLOP/s) and oneDNN's forward was 5-6%
 turns it on for AMD x86-64 CPUs only. It takes and returns ordinary dense tensors, so nothing else in
 the model changes; it has no backward, hence inference only (the training loop keeps ``addmm``).
 
+oneDNN keeps a primitive (and its scratch memory) per input shape it has seen, up to 1,024 by
+default. With the many shapes an endpoint meets (rows x tokens of each batch) that held about 400 MB
+more than ``addmm`` for MiniLM-L6 on tcmalloc, and it made our 8-client load test's resident memory
+grow 22% in 30 seconds. Bounding both caches (oneDNN's own and ideep's, torch's wrapper) to
+:data:`PRIMITIVE_CACHE_CAPACITY` entries kept memory level with ``addmm``'s at about the same speed
+(``bench/onednn_memory.py``). So deciding to route sets them before the first oneDNN call of the
+process, unless the environment already does (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``,
+``LRU_CACHE_CAPACITY``).
+
 It stays off where it was not measured faster or cannot apply: GPUs, int8 (the layers are no longer
 ``nn.Linear``), autocast (the op does not take part in autocast's casting), CPUs other than AMD's,
 and torch builds without the op or where a one-product self-check disagrees with ``addmm``.
@@ -16,7 +25,9 @@ and torch builds without the op or where a one-product self-check disagrees with
 
 from __future__ import annotations
 
+import os
 import platform
+from collections.abc import MutableMapping
 from functools import partial
 from typing import Any
 
@@ -25,6 +36,10 @@ from . import cpu
 
 SELF_CHECK_TOLERANCE = 1e-4
 """Largest difference from ``torch.nn.functional.linear`` relative to its largest output."""
+
+PRIMITIVE_CACHE_CAPACITY = 32
+"""oneDNN primitives (one per input shape and weight shape) kept per cache; see the module."""
+CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
 FASTER_ON = "AuthenticAMD"
 """The CPU vendor on which oneDNN's Linear was measured faster than MKL's ``addmm``."""
@@ -72,10 +87,17 @@ def decide(setting: bool | None, device: str, quantize: str, autocast: str) -> b
         return False
     if setting is None and (platform.machine().lower() not in X86_64 or cpu.cpu_vendor() != FASTER_ON):
         return False
+    bound_primitive_caches()  # before the self-check: its call may be the first to oneDNN
     reason = unavailable_reason(device, quantize, autocast)
     if reason is not None and setting:
         raise UserError(f"HFSM_ONEDNN_LINEAR=true, but {reason}; set it to auto or false")
     return reason is None
+
+
+def bound_primitive_caches(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Cap oneDNN's primitive caches (read by oneDNN and ideep when first used) unless already set."""
+    for name in CACHE_VARIABLES:
+        environ.setdefault(name, str(PRIMITIVE_CACHE_CAPACITY))
 
 
 def route_linear_layers(model: Any) -> None:
