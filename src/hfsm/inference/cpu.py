@@ -7,9 +7,11 @@ oneDNN or MKL/FBGEMM runs a product faster (:mod:`.onednn_linear`, :mod:`.int8`)
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
+X86_64 = frozenset({"x86_64", "amd64"})
 
 
 def cpuinfo_field(name: str, cpuinfo: Path = CPUINFO) -> str | None:
@@ -33,3 +35,8 @@ def cpu_vendor(cpuinfo: Path = CPUINFO) -> str | None:
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     """The instruction-set flags of the first CPU (``avx512_vnni``, ``amx_int8``...); empty off x86."""
     return frozenset((cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def is_x86_64() -> bool:
+    """Whether this is an x86-64 machine (the only one whose cpuinfo flags the choices read)."""
+    return platform.machine().lower() in X86_64

@@ -16,23 +16,17 @@ torch's default.
 from __future__ import annotations
 
 import contextlib
-import logging
-import platform
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import UserError
 from . import cpu
 
-log = logging.getLogger("hfsm.predict")
-
 ENGINE_CHOICES = ("auto", "onednn", "x86", "fbgemm", "qnnpack")
 """Values of HFSM_QUANTIZED_ENGINE: ``auto`` or one of torch's quantized engines."""
 
 FASTER_WITH_FLAG = "amx_int8"
 """The CPU flag of the machines where a model packed for oneDNN was measured faster than FBGEMM's."""
-
-X86_64 = frozenset({"x86_64", "amd64"})
 
 
 def supported_engines() -> list[str]:
@@ -48,11 +42,7 @@ def choose_engine(setting: str) -> str:
 
     supported = supported_engines()
     if setting == "auto":
-        if (
-            "onednn" in supported
-            and platform.machine().lower() in X86_64
-            and FASTER_WITH_FLAG in cpu.cpu_flags()
-        ):
+        if "onednn" in supported and cpu.is_x86_64() and FASTER_WITH_FLAG in cpu.cpu_flags():
             return "onednn"
         return torch.backends.quantized.engine
     if setting not in supported:

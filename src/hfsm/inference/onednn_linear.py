@@ -26,7 +26,6 @@ and torch builds without the op or where a one-product self-check disagrees with
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import MutableMapping
 from functools import partial
 from typing import Any
@@ -43,8 +42,6 @@ CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
 FASTER_ON = "AuthenticAMD"
 """The CPU vendor on which oneDNN's Linear was measured faster than MKL's ``addmm``."""
-
-X86_64 = frozenset({"x86_64", "amd64"})
 
 
 def unavailable_reason(device: str, quantize: str, autocast: str) -> str | None:
@@ -85,7 +82,7 @@ def decide(setting: bool | None, device: str, quantize: str, autocast: str) -> b
     """Whether to route the Linear layers: ``setting`` None is auto, True is required."""
     if setting is False:
         return False
-    if setting is None and (platform.machine().lower() not in X86_64 or cpu.cpu_vendor() != FASTER_ON):
+    if setting is None and (not cpu.is_x86_64() or cpu.cpu_vendor() != FASTER_ON):
         return False
     bound_primitive_caches()  # before the self-check: its call may be the first to oneDNN
     reason = unavailable_reason(device, quantize, autocast)
