@@ -11,6 +11,6 @@ VENV=${VENV:-/tmp/hfsm-device-versions}
 if [[ ! -x $VENV/bin/python ]]; then python3 -m venv "$VENV"; fi
 "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
 "$VENV/bin/pip" install -q --disable-pip-version-check transformers==5.17.0 tokenizers==0.23.2 \
-  huggingface_hub==1.33.0 accelerate==1.15.0 safetensors==0.8.0 pandas scikit-learn requests psutil peft
+  huggingface_hub==1.33.0 accelerate==1.15.0 safetensors==0.8.0 pandas scikit-learn matplotlib tensorboard requests psutil peft
 DEVICE=cpu LIMIT=${LIMIT:-200} SECONDS_PER_LEVEL=${SECONDS_PER_LEVEL:-3} PYTHON=$VENV/bin/python \
   OUT=${OUT:-bench/results/gpu-rehearsal-device-versions} bash bench/gpu/run.sh
