@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Rehearses bench/gpu/run.sh here, on the CPU, with the library versions of the GPU machine's image
-# (device tool's KINDS.md, read 2026-11: transformers 5.17.0, huggingface_hub 1.33.0, tokenizers
-# 0.23.2, accelerate 1.15.0) instead of requirements.txt's pins, so that an API change between them
-# fails here rather than in the 15 minutes of a device lease. torch stays the local 2.13.0 CPU wheel
-# and Python 3.11 (the device has torch 2.11.0 on Python 3.12; neither is installable offline here).
+# (the pins below, as the device tool's KINDS.md read them in 2026-11) instead of requirements.txt's,
+# so that an API change between them fails here rather than in the 15 minutes of a device lease.
+# torch stays the local 2.13.0 CPU wheel and Python 3.11 (the device has torch 2.11.0 on Python
+# 3.12; neither is installable offline here).
 #   bash bench/gpu/make_kit.sh && bash bench/gpu/rehearse_device_versions.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
