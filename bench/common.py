@@ -488,6 +488,35 @@ def throughput_arguments(description: str, data: Path, output: Path) -> argparse
     return parser
 
 
+def in_process_arguments(description: str, output: Path, repeats: int) -> argparse.ArgumentParser:
+    """The options of the scripts that time our ``Predictor`` in their own process on CoNLL sentences."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", type=Path, required=True, help="a model folder written by train")
+    conll_dev = SHARED_DATA / "conll2003" / "dev.csv"
+    parser.add_argument("--data", type=Path, default=conll_dev, help="tab-separated text/labels file")
+    parser.add_argument("--limit", type=int, default=1600, help="first N rows (default 1600)")
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help="timed runs per setting; the median counts"
+    )
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--output", type=Path, default=output, help="the JSON results file")
+    return parser
+
+
+def interleaved_predictions(
+    predictors: Mapping[str, Any], records: Sequence[Mapping[str, str]], repeats: int
+) -> dict[str, list[float]]:
+    """Seconds of ``predict`` over ``records`` per predictor, in rounds of one run each (see
+    :func:`interleaved`: the VM's drift then lands on every setting alike)."""
+    seconds: dict[str, list[float]] = {name: [] for name in predictors}
+    for _ in range(repeats):
+        for name, predictor in predictors.items():
+            started = time.perf_counter()
+            predictor.predict(records)
+            seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
 def seqeval_scores(gold: Sequence[list[str]], pred: Sequence[list[str]]) -> dict[str, float]:
     """Entity-level micro scores in seqeval's default mode: the metric ``train`` reports, and the one
     run_ner's ``evaluate.load("seqeval")`` reports (``zero_division`` only matters when nothing is

@@ -40,30 +40,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     RESULTS,
-    SHARED_DATA,
     check_model,
     command_line,
+    in_process_arguments,
+    interleaved_predictions,
     machine,
     pin_threads,
     read_rows,
     write_results,
 )
 
-DEFAULT_DATA = SHARED_DATA / "conll2003" / "dev.csv"
 DEFAULT_OUTPUT = RESULTS / "compile.json"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="a model folder written by train")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tab-separated text/labels file")
-    parser.add_argument("--limit", type=int, default=1600, help="first N rows (default 1600)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median counts")
+    parser = in_process_arguments(__doc__.split("\n\n")[0], DEFAULT_OUTPUT, repeats=5)
     parser.add_argument(
         "--freezing", action="store_true", help="compile with Inductor's freezing (oneDNN-packed weights)"
     )
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results file")
     return parser.parse_args(argv)
 
 
@@ -145,11 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"first pass {first_pass[name]:6.1f} s",
             flush=True,
         )
-    # interleaved rounds: these shared VMs drift by 10-20% over minutes, which would favour one setting
-    timings: dict[str, list[float]] = {name: [] for name in settings}
-    for _ in range(args.repeats):
-        for name, predictor in predictors.items():
-            timings[name].append(seconds_of(lambda predictor=predictor: predictor.predict(records))[1])
+    timings = interleaved_predictions(predictors, records, args.repeats)
     rates = {name: len(records) / statistics.median(seconds) for name, seconds in timings.items()}
     reference = next(iter(settings))
     moved = {name: compare(answers[reference], answers[name]) for name in settings}

@@ -22,7 +22,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,40 +30,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     RESULTS,
-    SHARED_DATA,
     check_model,
     command_line,
+    in_process_arguments,
+    interleaved_predictions,
     machine,
     pin_threads,
     read_rows,
     write_results,
 )
 
-DEFAULT_DATA = SHARED_DATA / "conll2003" / "dev.csv"
 DEFAULT_OUTPUT = RESULTS / "forward_profile.json"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="a model folder written by train")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tab-separated text/labels file")
-    parser.add_argument("--limit", type=int, default=1600, help="first N rows (default 1600)")
+    parser = in_process_arguments(__doc__.split("\n\n")[0], DEFAULT_OUTPUT, repeats=3)
     parser.add_argument(
         "--batch-sizes", default="16,64", help="batch sizes besides the default ('' for none)"
     )
     parser.add_argument(
         "--int8-engines", default="onednn,x86", help="quantized engines to time int8 under ('' for none)"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the median counts")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results file")
     return parser.parse_args(argv)
-
-
-def time_once(predictor: Any, records: Sequence[dict[str, str]]) -> float:
-    started = time.perf_counter()
-    predictor.predict(records)
-    return time.perf_counter() - started
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -102,11 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         predictors[name] = predictor
         packed = predictor.engine.position_offset is not None
         print(f"{name:12s} {predictor.engine.description} (packed: {packed})", flush=True)
-    # interleaved rounds: these shared VMs drift by 10-20% over minutes, which would favour one setting
-    timings: dict[str, list[float]] = {name: [] for name in settings}
-    for _ in range(args.repeats):
-        for name, predictor in predictors.items():
-            timings[name].append(time_once(predictor, records))
+    timings = interleaved_predictions(predictors, records, args.repeats)
     rates = {name: len(records) / statistics.median(seconds) for name, seconds in timings.items()}
     for name, rate in rates.items():
         rounds = ", ".join(f"{len(records) / seconds:.1f}" for seconds in timings[name])
