@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -511,9 +512,7 @@ def interleaved_predictions(
     seconds: dict[str, list[float]] = {name: [] for name in predictors}
     for _ in range(repeats):
         for name, predictor in predictors.items():
-            started = time.perf_counter()
-            predictor.predict(records)
-            seconds[name].append(time.perf_counter() - started)
+            seconds[name].append(timed_once(partial(predictor.predict, records))[1])
     return seconds
 
 

@@ -31,8 +31,8 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from common import (
     machine,
     pin_threads,
     read_rows,
+    timed_once,
     write_results,
 )
 
@@ -61,30 +62,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def seconds_of(run: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = run()
-    return result, time.perf_counter() - started
+def compile_forward(model: Any, freezing: bool) -> None:
+    """Compile ``model.forward`` in place with Inductor, so the engine keeps the module (its
+    config, dtype and parameters). ``freezing`` is an Inductor setting read when a graph compiles,
+    so it is patched around every call: later shapes compile again."""
+    import torch
+    import torch._inductor.config as inductor_config
 
+    compiled = torch.compile(model.forward, dynamic=True)
 
-def compiler(freezing: bool) -> Callable[[Any], None]:
-    """A function that compiles a model's ``forward`` in place with Inductor, so the engine keeps
-    the module (its config, dtype and parameters). ``freezing`` is an Inductor setting read when a
-    graph compiles, so it is patched around every call: later shapes compile again."""
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        with inductor_config.patch(freezing=freezing):
+            return compiled(*args, **kwargs)
 
-    def compile_model(model: Any) -> None:
-        import torch
-        import torch._inductor.config as inductor_config
-
-        compiled = torch.compile(model.forward, dynamic=True)
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            with inductor_config.patch(freezing=freezing):
-                return compiled(*args, **kwargs)
-
-        model.forward = forward
-
-    return compile_model
+    model.forward = forward
 
 
 def compare(reference: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -114,25 +105,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     records = [{"text": row["text"]} for row in read_rows(args.data, args.limit)]
     load_at_start = os.getloadavg()
     default_kernel = "oneDNN Linear" if onednn_linear.decide(None, "cpu", "none", "none") else "addmm Linear"
-    settings: dict[str, tuple[dict[str, Any], Callable[[Any], None] | None]] = {
-        f"eager ({default_kernel}, the default)": ({}, None),
-        "eager (addmm Linear)": ({"onednn_linear": False}, None),
-        "compiled, freezing" if args.freezing else "compiled": (
-            {"onednn_linear": False},
-            compiler(args.freezing),
-        ),
+    compiled_name = "compiled, freezing" if args.freezing else "compiled"
+    settings: dict[str, dict[str, Any]] = {
+        f"eager ({default_kernel}, the default)": {},
+        "eager (addmm Linear)": {"onednn_linear": False},
+        compiled_name: {"onednn_linear": False},
     }
     predictors: dict[str, Any] = {}
     warmup: dict[str, float] = {}
     first_pass: dict[str, float] = {}
     answers: dict[str, list[Any]] = {}
-    for name, (extra, compile_model) in settings.items():
+    for name, extra in settings.items():
         options = PredictOptions(runtime="torch", torch_threads=args.threads, **extra)
-        (predictor, load_seconds) = seconds_of(lambda options=options: Predictor.load(model, options))
-        if compile_model is not None:
-            compile_model(predictor.engine.model)
-        _, warmup[name] = seconds_of(predictor.warmup)
-        answers[name], first_pass[name] = seconds_of(lambda predictor=predictor: predictor.predict(records))
+        predictor, load_seconds, _ = timed_once(partial(Predictor.load, model, options))
+        if name == compiled_name:
+            compile_forward(predictor.engine.model, args.freezing)
+        _, warmup[name], _ = timed_once(predictor.warmup)
+        answers[name], first_pass[name], _ = timed_once(partial(predictor.predict, records))
         predictors[name] = predictor
         print(
             f"{name:40s} load {load_seconds:5.1f} s, warm-up {warmup[name]:6.1f} s, "
