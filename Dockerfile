@@ -69,6 +69,7 @@ RUN set -eu; \
 COPY --chmod=0755 container ./container
 
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
+      com.amazonaws.sagemaker.capabilities.multi-models=true \
       org.opencontainers.image.title=hfsm \
       org.opencontainers.image.description="Fine-tune and serve Hugging Face token/sequence classifiers on SageMaker"
 

@@ -31,3 +31,48 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def available_memory_bytes(
+    meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")
+) -> int | None:
+    """Memory this process can still take: the least of the machine's ``MemAvailable`` and what its
+    cgroup (the container's memory limit, v2 or v1) leaves. None where neither can be read.
+
+    A container sees the host's /proc/meminfo, so the cgroup limit is what counts on SageMaker. The
+    cgroup's usage counts the page cache, of which the inactive part is reclaimed before the limit
+    bites (the model files just read are most of it), so that part counts as available, the way
+    container runtimes compute a working set.
+    """
+    candidates: list[int] = []
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file, inactive_key in (
+        ("memory.max", "memory.current", "inactive_file"),
+        ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+    ):
+        try:
+            limit = (cgroup / limit_file).read_text().strip()
+            usage = int((cgroup / usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # not "max", nor v1's "no limit" (about 2**63)
+            candidates.append(max(0, int(limit) - usage + _cgroup_stat(cgroup / "memory.stat", inactive_key)))
+        break
+    return min(candidates) if candidates else None
+
+
+def _cgroup_stat(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0

@@ -35,6 +35,14 @@ log = logging.getLogger("hfsm.batching")
 O = TypeVar("O")  # noqa: E741 - one outcome per record
 
 
+class BatcherClosed(RuntimeError):
+    """:meth:`MicroBatcher.predict` after :meth:`MicroBatcher.close`."""
+
+
+def _closed_predict(records: Sequence[Any]) -> list[Any]:
+    raise BatcherClosed("the model was unloaded")
+
+
 class _Job(Generic[O]):
     """One request's records, and where its outcomes (or the fault that prevented them) go."""
 
@@ -74,8 +82,23 @@ class MicroBatcher(Generic[O]):
         self._previous_peak = 0
         self._announced = threading.local()
         self._changed = threading.Condition()
-        # a daemon: it ends with the worker process, after gunicorn has drained the requests
-        threading.Thread(target=self._run, name="hfsm-batcher", daemon=True).start()
+        self._closed = False
+        # a daemon: it ends with the worker process (after gunicorn has drained the requests) or at close()
+        self._thread = threading.Thread(target=self._run, name="hfsm-batcher", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop once the requests already queued are answered; later calls to :meth:`predict` raise
+        :class:`BatcherClosed`. True when the thread has ended within ``timeout``.
+
+        The thread holds ``predict`` (and with it the model): a multi-model endpoint that unloads a
+        model must end it, or the model's memory would never be freed.
+        """
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     @contextlib.contextmanager
     def incoming(self) -> Iterator[None]:
@@ -125,6 +148,8 @@ class MicroBatcher(Generic[O]):
             return []
         job: _Job[O] = _Job(records)
         with self._changed:
+            if self._closed:
+                raise BatcherClosed("the model was unloaded")
             self._queue.append(job)
             self._changed.notify_all()
         job.done.wait()
@@ -136,13 +161,17 @@ class MicroBatcher(Generic[O]):
     # ----------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            self._execute(self._next_batch())
+        while jobs := self._next_batch():
+            self._execute(jobs)
+        self._predict = _closed_predict  # closed: whoever still holds the batcher no longer holds the model
 
     def _next_batch(self) -> list[_Job[O]]:
-        """Jobs for one forward call: the first queued one, then others while they fit and come."""
+        """Jobs for one forward call: the first queued one, then others while they fit and come;
+        none once closed with nothing queued."""
         with self._changed:
             while not self._queue:
+                if self._closed:
+                    return []
                 self._changed.wait()
             jobs = [self._queue.popleft()]
             size = len(jobs[0].records)

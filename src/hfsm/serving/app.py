@@ -1,4 +1,5 @@
-"""The Flask application of SageMaker's inference contract: /ping, /execution-parameters, /invocations.
+"""The Flask application of SageMaker's inference contract: /ping, /execution-parameters, /invocations
+(and the multi-model routes of :mod:`.multi_model`, on the same base).
 
 Every answer, errors included, is JSON. Statuses keep their meaning: 4xx are the caller's to fix
 and say how; anything unexpected is a 500 with its traceback in the logs, never disguised as a 400.
@@ -11,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -20,6 +22,8 @@ from werkzeug.wsgi import LimitedStream
 
 from ..errors import RequestError, UserError
 from ..inference import codecs
+from ..inference.batching import MicroBatcher
+from ..inference.predictor import Outcome, PredictOptions
 from .settings import ServingSettings
 from .state import ModelState, PredictorLike
 
@@ -28,21 +32,19 @@ log = logging.getLogger("hfsm.serve")
 MAX_DISCARDED_BYTES = 100 * 1024 * 1024
 """Largest refused body that is read and thrown away to keep its connection usable (see
 :func:`discard_unread_body`): 100 MB is the largest MaxPayloadInMB SageMaker lets a job ask for."""
-MERGED_RECORDS = 32
-"""Most records one merged batch of concurrent requests holds unless HFSM_BATCH_SIZE is set."""
 DISCARD_SECONDS = 5.0
 """Longest time spent reading a refused body, so that a client trickling one cannot hold a thread."""
 
 
-def load_predictor(settings: ServingSettings) -> PredictorLike:
+def load_predictor(model_dir: Path, options: PredictOptions) -> PredictorLike:
     from ..inference.predictor import Predictor, resolve_runtime
     from ..logs import route_transformers_logs
 
-    if resolve_runtime(settings.model_dir, settings.predict) == "torch":
+    if resolve_runtime(model_dir, options) == "torch":
         # our line format on stdout; no per-file progress bars in an endpoint's logs. Not for ONNX
         # Runtime: importing transformers (and with it torch) would take most of the worker's start
         route_transformers_logs()
-    return Predictor.load(settings.model_dir, settings.predict)
+    return Predictor.load(model_dir, options)
 
 
 def create_app(
@@ -56,12 +58,11 @@ def create_app(
     ``loader`` defaults to loading ``settings.model_dir``; tests pass their own to control timing.
     """
     state = ModelState(
-        loader or partial(load_predictor, settings),
-        batch_records=settings.predict.batch_size or MERGED_RECORDS,
+        loader or partial(load_predictor, settings.model_dir, settings.predict),
+        batch_records=settings.merged_records,
         batch_wait_s=settings.batch_wait_ms / 1000,
     )
-    app = Flask("hfsm")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    app = base_app(settings)
     app.extensions["hfsm"] = state
 
     @app.get("/ping")
@@ -71,11 +72,26 @@ def create_app(
         body: dict[str, Any] = {"status": status}
         if state.error is not None:
             body["error"] = state.error
-        return _json(body, code)
+        return json_response(body, code)
+
+    @app.post("/invocations")
+    def invocations() -> Response:
+        return answer_invocation(state.predictor(), settings)
+
+    if start_loading:
+        state.start()
+    return app
+
+
+def base_app(settings: ServingSettings) -> Flask:
+    """What every endpoint answers the same way, with one model or several: the execution parameters,
+    the statuses of errors, and connections kept usable after a refused body."""
+    app = Flask("hfsm")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
 
     @app.get("/execution-parameters")
     def execution_parameters() -> Response:
-        return _json(
+        return json_response(
             {
                 "MaxConcurrentTransforms": settings.max_concurrent_transforms,
                 "BatchStrategy": "MULTI_RECORD",
@@ -84,29 +100,6 @@ def create_app(
             200,
         )
 
-    @app.post("/invocations")
-    def invocations() -> Response:
-        started = time.monotonic()
-        predictor = state.predictor()
-        with predictor.incoming():  # concurrent requests wait for this one to share a forward pass
-            request_type, charset = codecs.request_media_type(request.headers.get("Content-Type"))
-            response_type = codecs.response_media_type(request.headers.get("Accept"), request_type)
-            decoded = codecs.decode_request(
-                read_body(settings.max_payload_bytes), request_type, charset, settings.max_json_depth
-            )
-            if settings.max_records is not None and len(decoded.items) > settings.max_records:
-                raise RequestError(
-                    f"the request holds {len(decoded.items)} records, more than this server's limit of "
-                    f"{settings.max_records} (HFSM_MAX_RECORDS); split it into smaller requests",
-                    413,
-                )
-            if not decoded.line_by_line:
-                decoded.raise_first_error()
-            outcomes = predictor.predict(decoded.records())
-        body = decoded.respond(outcomes, response_type)
-        log.debug("%d records answered in %.0f ms", len(decoded.items), (time.monotonic() - started) * 1000)
-        return Response(body, status=200, mimetype=response_type)
-
     @app.after_request
     def keep_connection_usable(response: Response) -> Response:
         discard_unread_body()
@@ -114,11 +107,11 @@ def create_app(
 
     @app.errorhandler(RequestError)
     def request_error(exc: RequestError) -> Response:
-        return _json({"error": str(exc)}, exc.status)
+        return json_response({"error": str(exc)}, exc.status)
 
     @app.errorhandler(UserError)
     def user_error(exc: UserError) -> Response:
-        return _json({"error": str(exc)}, 400)
+        return json_response({"error": str(exc)}, 400)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -136,7 +129,7 @@ def create_app(
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> Response:
         log.exception("internal error answering %s %s", request.method, request.path)
-        return _json(
+        return json_response(
             {
                 "error": f"internal server error ({type(exc).__name__}); the traceback is in the "
                 "endpoint's logs"
@@ -144,9 +137,30 @@ def create_app(
             500,
         )
 
-    if start_loading:
-        state.start()
     return app
+
+
+def answer_invocation(predictor: MicroBatcher[Outcome], settings: ServingSettings) -> Response:
+    """Decode the request, predict its records (merged with concurrent requests'), encode the answer."""
+    started = time.monotonic()
+    with predictor.incoming():  # concurrent requests wait for this one to share a forward pass
+        request_type, charset = codecs.request_media_type(request.headers.get("Content-Type"))
+        response_type = codecs.response_media_type(request.headers.get("Accept"), request_type)
+        decoded = codecs.decode_request(
+            read_body(settings.max_payload_bytes), request_type, charset, settings.max_json_depth
+        )
+        if settings.max_records is not None and len(decoded.items) > settings.max_records:
+            raise RequestError(
+                f"the request holds {len(decoded.items)} records, more than this server's limit of "
+                f"{settings.max_records} (HFSM_MAX_RECORDS); split it into smaller requests",
+                413,
+            )
+        if not decoded.line_by_line:
+            decoded.raise_first_error()
+        outcomes = predictor.predict(decoded.records())
+    body = decoded.respond(outcomes, response_type)
+    log.debug("%d records answered in %.0f ms", len(decoded.items), (time.monotonic() - started) * 1000)
+    return Response(body, status=200, mimetype=response_type)
 
 
 def read_body(max_bytes: int) -> bytes:
@@ -216,5 +230,5 @@ def discard_unread_body() -> None:
         return  # the client went away or broke the framing: gunicorn closes the connection
 
 
-def _json(body: dict[str, Any], status: int) -> Response:
+def json_response(body: dict[str, Any], status: int) -> Response:
     return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")

@@ -107,17 +107,33 @@ class GunicornServer(BaseApplication):
                 self.cfg.set(name, value)
 
     def load(self) -> Any:
+        if self.settings.multi_model:
+            from .multi_model import create_multi_model_app
+
+            return create_multi_model_app(self.settings)
         from .app import create_app
 
         return create_app(self.settings)
 
 
 def serve(environ: Mapping[str, str] | None = None) -> None:
-    """Serve the model folder until SIGTERM; a missing or foreign model folder, or a runtime it cannot
-    have, fails before binding."""
+    """Serve the model folder (or, with SAGEMAKER_MULTI_MODEL=true, the models SageMaker loads) until
+    SIGTERM; a missing or foreign model folder, or a runtime it cannot have, fails before binding."""
     from ..inference.predictor import resolve_runtime
 
     settings = ServingSettings.from_environ(environ)
+    if settings.multi_model:
+        log.info(
+            "serving a multi-model endpoint on %s:%d: models load on POST /models; 1 worker x %d threads, "
+            "%d compute threads%s",
+            settings.host,
+            settings.port,
+            settings.threads,
+            settings.predict.torch_threads,
+            f", GPU {settings.gpu_ids[0]}" if settings.gpu_ids else " (CPU)",
+        )
+        GunicornServer(settings).run()
+        return
     bundle = ModelBundle.load(settings.model_dir)
     runtime = resolve_runtime(settings.model_dir, settings.predict)  # a bad combination fails here, at once
     log.info(

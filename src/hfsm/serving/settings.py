@@ -21,6 +21,7 @@ from ..inference.int8 import ENGINE_CHOICES
 from ..inference.predictor import RUNTIMES, PredictOptions
 
 DEFAULT_BASE_DIR = "/opt/ml"
+MERGED_RECORDS = 32
 T = TypeVar("T")
 
 
@@ -53,10 +54,21 @@ class ServingSettings:
     gpu_ids: tuple[str, ...] = ()
     """GPUs to share among the workers (one each, round-robin); empty on CPU."""
     predict: PredictOptions = field(default_factory=PredictOptions)
+    multi_model: bool = False
+    """A multi-model endpoint (SageMaker sets SAGEMAKER_MULTI_MODEL=true): no model at start, models
+    loaded and unloaded by name through /models (see :mod:`.multi_model`)."""
+    models_memory_mb: int | None = None
+    """Multi-model: the most memory the loaded models' weights may take together; None: the memory
+    the container has left decides."""
 
     @property
     def max_payload_bytes(self) -> int:
         return self.max_payload_mb * 1024 * 1024
+
+    @property
+    def merged_records(self) -> int:
+        """Most records one merged batch of concurrent requests holds: HFSM_BATCH_SIZE, else 32."""
+        return self.predict.batch_size or MERGED_RECORDS
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -65,8 +77,15 @@ class ServingSettings:
         model_dir = Path(env["HFSM_MODEL_DIR"]) if env.get("HFSM_MODEL_DIR") else base / "model"
         gpu_ids = visible_gpus(env)
         cores = available_cores()
-        default_workers = len(gpu_ids) or 1
+        multi_model = _read(env, "SAGEMAKER_MULTI_MODEL", False, _bool)
+        default_workers = 1 if multi_model else len(gpu_ids) or 1
         workers = _read(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default_workers, _positive_int)
+        if multi_model and workers > 1:
+            raise UserError(
+                f"SAGEMAKER_MODEL_SERVER_WORKERS={workers}: a multi-model endpoint "
+                "(SAGEMAKER_MULTI_MODEL=true) runs one worker, which holds every loaded model once and "
+                "uses all the cores; unset it"
+            )
         torch_threads = _read(env, "HFSM_TORCH_THREADS", max(1, cores // workers), _positive_int)
         return cls(
             model_dir=model_dir,
@@ -97,6 +116,8 @@ class ServingSettings:
                 onednn_linear=_read(env, "HFSM_ONEDNN_LINEAR", None, _auto_bool),
                 runtime=_read(env, "HFSM_RUNTIME", "auto", parse_choice(*RUNTIMES)),
             ),
+            multi_model=multi_model,
+            models_memory_mb=_read(env, "HFSM_MODELS_MEMORY_MB", 0, _count) or None,
         )
 
 

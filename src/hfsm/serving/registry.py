@@ -1,0 +1,200 @@
+"""The models of a multi-model endpoint, by the names SageMaker gives them.
+
+SageMaker's multi-model contract: the platform copies a model's ``model.tar.gz`` from S3, unpacks it
+under ``/opt/ml/models/<name>/model``, asks the container to load it (``POST /models``), routes
+requests to it by name, and asks the container to unload the least recently used models when a load
+answers 507 (not enough memory). So a load is admitted only when the model's weights fit the memory
+left, and an unload must give the memory back: the model's batching thread is ended and nothing else
+keeps a reference to it.
+
+Loading happens in the request that asks for it (the platform waits for the answer), outside the
+registry's lock, so that requests to other models go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..bundle import ModelBundle
+from ..devices import available_memory_bytes
+from ..errors import RequestError
+from ..inference.batching import MicroBatcher
+from ..inference.onnx_engine import INT8_FILE, MODEL_FILE, ONNX_DIR
+from ..inference.predictor import Outcome, PredictOptions, resolve_runtime
+from .state import PredictorLike
+
+log = logging.getLogger("hfsm.serve")
+
+LOAD_PEAK_FACTOR = 2.0
+"""Memory a load needs at its peak, as a multiple of its weight files: the tensors, plus the file's
+pages while they are read (and, for torch int8, the float32 weights while they are quantized)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    url: str
+    task: str
+    runtime: str
+    weights_bytes: int
+    loaded_at: float
+    predictor: MicroBatcher[Outcome]
+
+    def description(self) -> dict[str, Any]:
+        """The Get Model answer: SageMaker's two fields, then ours."""
+        return {
+            "modelName": self.name,
+            "modelUrl": self.url,
+            "task": self.task,
+            "runtime": self.runtime,
+            "weightsBytes": self.weights_bytes,
+        }
+
+
+def weights_bytes(model_dir: Path, runtime: str, options: PredictOptions) -> int:
+    """The size of the weight files ``runtime`` reads from ``model_dir``: what the model takes in memory."""
+    if runtime == "onnxruntime":
+        graph = INT8_FILE if options.quantize == "int8" else MODEL_FILE
+        files = list((model_dir / ONNX_DIR).glob(f"{graph}*"))  # the graph and any external data
+    else:
+        files = [*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]
+    return sum(path.stat().st_size for path in files if path.is_file())
+
+
+class ModelRegistry:
+    """Thread-safe name -> loaded model map with SageMaker's statuses: 409 for a name already loaded
+    (or being loaded), 404 for one that is not, 507 for a model that does not fit.
+
+    ``memory_limit_bytes`` caps what the loaded models' weights may take together (None: only the
+    memory the container has left counts); ``available_memory`` reads that memory (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        loader: Callable[[Path], PredictorLike],
+        options: PredictOptions,
+        *,
+        batch_records: int,
+        batch_wait_s: float,
+        memory_limit_bytes: int | None = None,
+        available_memory: Callable[[], int | None] = available_memory_bytes,
+    ) -> None:
+        self._loader = loader
+        self._options = options
+        self._batch_records = batch_records
+        self._batch_wait_s = batch_wait_s
+        self._memory_limit = memory_limit_bytes
+        self._available_memory = available_memory
+        self._models: dict[str, LoadedModel] = {}
+        self._loading: dict[str, int] = {}
+        """Names being loaded, with the weight bytes they will take (admission counts them)."""
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._models)
+
+    def get(self, name: str) -> LoadedModel:
+        with self._lock:
+            model = self._models.get(name)
+        if model is None:
+            raise RequestError(f"model {name!r} is not loaded", 404)
+        return model
+
+    def page(self, limit: int, after: str | None = None) -> tuple[list[LoadedModel], str | None]:
+        """Up to ``limit`` models by name, after the name ``after``, and the token of the next page
+        (the last name given) when there are more. Names are stable tokens while models come and go."""
+        with self._lock:
+            names = sorted(name for name in self._models if after is None or name > after)
+            models = [self._models[name] for name in names[:limit]]
+        return models, (models[-1].name if len(names) > limit else None)
+
+    def load(self, name: str, url: str) -> LoadedModel:
+        model_dir = Path(url)
+        with self._lock:
+            if name in self._models or name in self._loading:
+                state = "loaded" if name in self._models else "being loaded"
+                raise RequestError(
+                    f"model {name!r} is already {state}; unload it first to load it again", 409
+                )
+            self._loading[name] = 0
+        try:
+            return self._load(name, url, model_dir)
+        finally:
+            with self._lock:
+                self._loading.pop(name, None)
+
+    def _load(self, name: str, url: str, model_dir: Path) -> LoadedModel:
+        if not model_dir.is_dir():
+            raise RequestError(f"model {name!r}: {url} is not a folder", 400)
+        bundle = ModelBundle.load(model_dir)  # a UserError (400) for a folder train did not write
+        runtime = resolve_runtime(model_dir, self._options)
+        size = weights_bytes(model_dir, runtime, self._options)
+        self._admit(name, size)
+        started = time.monotonic()
+        try:
+            predictor = self._loader(model_dir)
+            predictor.warmup()
+        except MemoryError:
+            raise RequestError(
+                f"model {name!r}: out of memory while loading; unload other models", 507
+            ) from None
+        model = LoadedModel(
+            name=name,
+            url=url,
+            task=bundle.task,
+            runtime=runtime,
+            weights_bytes=size,
+            loaded_at=time.time(),
+            predictor=MicroBatcher(predictor.predict, self._batch_records, self._batch_wait_s),
+        )
+        with self._lock:
+            self._models[name] = model
+        log.info(
+            "model %r loaded from %s (%s, %s, %.0f MB of weights) in %.1fs",
+            name, url, bundle.task, runtime, size / 2**20, time.monotonic() - started,
+        )  # fmt: skip
+        return model
+
+    def _admit(self, name: str, size: int) -> None:
+        """Reserve ``size`` for ``name``, or answer 507 so that SageMaker unloads other models first."""
+        with self._lock:
+            taken = sum(m.weights_bytes for m in self._models.values()) + sum(self._loading.values())
+            if self._memory_limit is not None and taken + size > self._memory_limit:
+                raise RequestError(
+                    f"model {name!r} needs {size / 2**20:.0f} MB for its weights and the loaded models "
+                    f"take {taken / 2**20:.0f} MB of the {self._memory_limit / 2**20:.0f} MB allowed "
+                    "(HFSM_MODELS_MEMORY_MB); unload other models",
+                    507,
+                )
+            available = self._available_memory()
+            # loads in progress have not taken their memory yet: count what they will take
+            pending = sum(self._loading.values())
+            peak = int(size * LOAD_PEAK_FACTOR)
+            if available is not None and available - pending < peak:
+                raise RequestError(
+                    f"model {name!r} needs about {peak / 2**20:.0f} MB to load ({LOAD_PEAK_FACTOR:g}x its "
+                    f"{size / 2**20:.0f} MB of weights) and {max(0, available - pending) / 2**20:.0f} MB "
+                    "are available; unload other models",
+                    507,
+                )
+            self._loading[name] = size
+
+    def unload(self, name: str) -> None:
+        """Forget ``name`` and free its memory once the requests already queued for it are answered."""
+        with self._lock:
+            model = self._models.pop(name, None)
+        if model is None:
+            raise RequestError(f"model {name!r} is not loaded", 404)
+        if not model.predictor.close(timeout=60):
+            log.warning("model %r: requests still running 60 s after its unload", name)
+        del model
+        gc.collect()  # what reference cycles the model's objects are in: free them now, not some day
+        log.info("model %r unloaded", name)
