@@ -226,7 +226,7 @@ def test_a_worker_on_the_export_imports_neither_torch_nor_transformers(exported:
         "from hfsm.serving.settings import ServingSettings\n"
         "from hfsm.serving.app import load_predictor\n"
         f"settings = ServingSettings.from_environ({environ!r})\n"
-        "predictor = load_predictor(settings)\n"
+        "predictor = load_predictor(settings.model_dir, settings.predict)\n"
         "predictor.warmup()\n"
         "print(predictor.predict([{'text': 'Hello from New York'}])[0]['pred'])\n"
         "print(sorted(name for name in ('torch', 'transformers') if name in sys.modules))\n"
