@@ -215,6 +215,49 @@ def test_serve_in_the_image_answers_from_an_onnx_export(
     assert "loaded ner model (onnxruntime, model.onnx, " in logs, logs[-3000:]
 
 
+def test_a_multi_model_endpoint_in_the_image(image: Image, trained_in_image: TrainResult) -> None:
+    """SageMaker's multi-model mode: the image declares it, starts without a model, and loads, answers
+    and unloads the models the platform unpacked under /opt/ml/models."""
+    assert trained_in_image.returncode == 0, "needs the model trained in the image"
+    labels = json.loads(image.run("image", "inspect", "-f", "{{json .Config.Labels}}", image.tag).stdout)
+    assert labels.get("com.amazonaws.sagemaker.capabilities.multi-models") == "true", labels
+    name = f"hfsm-test-mme-{os.getpid()}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    image.run("rm", "-f", name)
+    model = trained_in_image.model_dir
+    started = image.run(
+        "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-e", "SAGEMAKER_MULTI_MODEL=true",
+        "-v", f"{model}:/opt/ml/models/first/model:ro", "-v", f"{model}:/opt/ml/models/second/model:ro",
+        image.tag, "serve",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    try:
+        try:
+            wait_for_ping(url, timeout=240, interval=0.5, alive=lambda: running(image, name))
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{exc}\n{image.logs(name)[-4000:]}")
+        for model_name in ("first", "second"):
+            body = {"model_name": model_name, "url": f"/opt/ml/models/{model_name}/model"}
+            loaded = requests.post(f"{url}/models", json=body, timeout=120)
+            assert loaded.status_code == 200, loaded.text
+        listed = requests.get(f"{url}/models", timeout=10).json()["models"]
+        assert [m["modelName"] for m in listed] == ["first", "second"]
+        answers = [
+            requests.post(f"{url}/models/{model_name}/invoke", json={"inputs": NER_TEXTS}, timeout=60)
+            for model_name in ("first", "second")
+        ]
+        assert [a.status_code for a in answers] == [200, 200], answers[0].text
+        assert answers[0].json() == answers[1].json()
+        assert requests.delete(f"{url}/models/first", timeout=60).status_code == 200
+        gone = requests.post(f"{url}/models/first/invoke", json={"inputs": "x"}, timeout=30)
+        assert gone.status_code == 404, gone.text
+    finally:
+        logs = image.logs(name)
+        image.run("rm", "-f", name)
+    assert "serving a multi-model endpoint" in logs, logs[-3000:]
+
+
 def serve_and_stop(image: Image, model_dir: Path) -> tuple[str, float, str]:
     """Serve ``model_dir`` read-only on a published port, check the answers, stop with SIGTERM (as
     SageMaker does) and give the exit code, the seconds the stop took and the logs."""
