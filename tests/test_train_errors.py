@@ -261,6 +261,36 @@ CASES = {
         {"per_device_train_batch_size": "sixteen"},
         r"'per_device_train_batch_size' has an invalid value \"sixteen\"",
     ),
+    "optimizer whose package the image lacks": (
+        "ner",
+        GOOD_NER,
+        {"optim": "adamw_8bit"},
+        r"'optim' = 'adamw_8bit' cannot run in this image: .*bitsandbytes",
+    ),
+    "schedule without its arguments": (
+        "ner",
+        GOOD_NER,
+        {"lr_scheduler_type": "cosine_with_min_lr"},
+        r"'lr_scheduler_type' = 'cosine_with_min_lr' with lr_scheduler_kwargs=\{\}: One of min_lr",
+    ),
+    "window longer than the model's positions": (
+        "ner",
+        GOOD_NER,
+        {"max_seq_length": 256},
+        r"'max_seq_length' = 256 is longer than the 128 positions of .* \(bert\)",
+    ),
+    "model path that does not exist": (
+        "ner",
+        GOOD_NER,
+        {"model_name": "/no/such/model/folder"},
+        r"'model_name' = '/no/such/model/folder': no such folder",
+    ),
+    "regression label with an underscore": (
+        "regression",
+        "text\tlabels\nfine\t1.5\nbad\t1_5\n",
+        {},
+        r"line 3, column 'labels': '1_5' is not a number",
+    ),
     "hub token as a hyperparameter": (
         "ner",
         GOOD_NER,
@@ -433,6 +463,18 @@ ODD_CASES: dict[str, tuple[str, Files, dict[str, object], Callable[[TrainResult]
         {"train": tsv(NER_ROWS), "test": tsv([("EU \u200b rejects \ufe0f lamb", "B-ORG O O O O")])},
         {},
         check_dropped_words,
+    ),
+    "a tuning job's objective metric (SageMaker adds it)": (
+        "ner",
+        tsv(NER_ROWS),
+        {"_tuning_objective_metric": "dev:f1"},
+        check_clean_labels,
+    ),
+    "classif with a short window and stride left at auto": (
+        "classif",
+        tsv([("what is my balance", "balance"), ("I lost my card", "card_lost")] * 4),
+        {"max_seq_length": 32, "stride": "auto", "metric_for_best_model": "auto"},
+        lambda result: None,
     ),
     "multilabel rows without labels": (
         "multilabel-classif",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,117 @@ def test_another_optimizer_and_schedule_train(tmp_path: Path, base_models: dict[
     )
     rates = [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
     assert rates == sorted(rates, reverse=True) and rates[-1] < rates[0]
+
+
+@pytest.mark.parametrize(
+    ("hyper", "has_dev", "expected"),
+    [
+        # (eval_strategy, eval_steps, save_strategy, save_steps, save_total_limit)
+        ({}, True, ("epoch", None, "epoch", 500, 2)),
+        ({"save_steps": 6}, True, ("steps", 6, "steps", 6, 2)),  # each checkpoint is evaluated
+        ({"eval_steps": 4, "save_steps": 8}, True, ("steps", 4, "steps", 8, 2)),
+        ({"eval_steps": 4}, True, ("steps", 4, "steps", 4, 2)),
+        ({"save_steps": 6}, False, ("no", None, "steps", 6, 2)),
+        ({"save_total_limit": 1}, True, ("epoch", None, "epoch", 500, 2)),  # the newest is kept too
+        ({"save_total_limit": 1}, False, ("no", None, "epoch", 500, 1)),
+    ],
+)
+def test_checkpoints_follow_save_steps_and_keep_the_newest(
+    tmp_path: Path, hyper: dict, has_dev: bool, expected: tuple
+) -> None:
+    config = parse_hyperparameters({"task_name": "ner", **hyper})
+    args = training_arguments(config, get_task("ner"), tmp_path, has_dev=has_dev)
+    got = (args.eval_strategy.value, args.eval_steps, args.save_strategy.value, args.save_steps)
+    assert (*got, args.save_total_limit) == expected
+
+
+@pytest.mark.parametrize(
+    ("hyper", "message"),
+    [
+        ({"eval_steps": 4, "save_steps": 6}, "save_steps=6 must be a multiple of eval_steps=4"),
+        ({"eval_strategy": "epoch", "save_steps": 6}, "save_steps=6 with eval_strategy=epoch"),
+        ({"optim": "lomo"}, "'optim' = 'lomo' cannot run in this image"),
+        ({"lr_scheduler_type": "warmup_stable_decay"}, "num_decay_steps"),
+        ({"metric_for_best_model": "f1_macro"}, "not a ner metric"),
+    ],
+)
+def test_settings_that_cannot_work_fail_before_training(tmp_path: Path, hyper: dict, message: str) -> None:
+    config = parse_hyperparameters({"task_name": "ner", **hyper})
+    with pytest.raises(UserError, match=re.escape(message)):
+        training_arguments(config, get_task("ner"), tmp_path, has_dev=True)
+
+
+def test_schedule_arguments_reach_the_trainer(tmp_path: Path) -> None:
+    config = parse_hyperparameters(
+        {
+            "task_name": "ner",
+            "lr_scheduler_type": "cosine_with_min_lr",
+            "lr_scheduler_kwargs": '{"min_lr": 1e-7}',
+        }
+    )
+    args = training_arguments(config, get_task("ner"), tmp_path, has_dev=False)
+    assert args.lr_scheduler_kwargs == {"min_lr": 1e-7}
+    with pytest.raises(UserError, match="JSON object"):
+        parse_hyperparameters({"task_name": "ner", "lr_scheduler_kwargs": "[1]"})
+
+
+def test_positions_the_model_takes() -> None:
+    from transformers import BertConfig, DebertaV2Config, RobertaConfig
+
+    from hfsm.training.model_loading import usable_positions
+
+    assert usable_positions(BertConfig(max_position_embeddings=512)) == 512
+    assert usable_positions(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512
+    assert usable_positions(DebertaV2Config(position_biased_input=False)) is None
+
+
+def test_a_decoder_only_model_trains_a_classifier_and_pads_like_it(tmp_path: Path) -> None:
+    """GPT-2 has no padding token; its sequence classifier reads each text's last real token, so the
+    token batches are padded with must be the one its config names: one text answers the same alone
+    and in a padded batch."""
+    from tiny_models import make_gpt2_model
+
+    model = make_gpt2_model(tmp_path / "gpt2")
+    result = train(tmp_path / "job", model, case="classif", task="classif")
+    assert result.returncode == 0, result.output[-3000:]
+    assert "padding with '<|endoftext|>'" in result.output
+    predictor = Predictor.load(result.model_dir, PredictOptions(torch_threads=1))
+    short = {"text": "my card"}
+    long = {"text": "I would like to know why my card payment was declined twice today"}
+    alone = predictor.predict([short])[0]
+    batched = predictor.predict([short, long])[0]
+    assert batched["scores"] == pytest.approx(alone["scores"], abs=1e-5)
+    written = (result.output_data / "test_predictions.jsonl").read_text().splitlines()
+    lines = [json.loads(line) for line in written]
+    answers = predictor.predict([{"text": line["text"]} for line in lines])
+    assert [a["pred"] for a in answers] == [line["pred"] for line in lines]
+
+
+def test_a_checkpoint_of_another_job_is_refused(
+    tmp_path: Path, trained: dict[str, TrainResult], base_models: dict[str, Path]
+) -> None:
+    """A reused checkpoint location: the Trainer would resume the other job's model under this job's
+    labels (same shapes) or fail deep in loading (other shapes)."""
+    other = trained["ner"]
+    # the same backbone, other labels
+    hyper = quick_hyperparameters("classif", base_models["bert"])
+    base = make_tree(tmp_path / "tree", DATA_DIR / "classif", hyper)
+    shutil.copytree(other.base / "checkpoints", base / "checkpoints")
+    result = run_train(base)
+    assert result.returncode == 1, result.output[-3000:]
+    assert result.failure is not None and "is not this job's: it was trained for the labels" in result.failure
+
+
+def test_a_truncated_model_archive_is_a_user_error(tmp_path: Path, base_models: dict[str, Path]) -> None:
+    hyper = {k: v for k, v in quick_hyperparameters("ner", Path()).items() if k != "model_name"}
+    base = make_tree(tmp_path / "tree", DATA_DIR / "ner", hyper)
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(base_models["bert"].iterdir()):
+            tar.add(path, arcname=path.name)
+    channel = base / "input" / "data" / "model"
+    channel.mkdir(parents=True)
+    (channel / "model.tar.gz").write_bytes(archive.read_bytes()[:5000])
+    result = run_train(base)
+    assert result.returncode == 1, result.output[-3000:]
+    assert result.failure is not None and "cannot be unpacked" in result.failure

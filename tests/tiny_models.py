@@ -44,12 +44,41 @@ def make_tokenizer(folder: Path, texts: Iterable[str] | None = None):
     return tokenizer
 
 
+def make_gpt2_model(folder: Path, positions: int = 128) -> Path:
+    """A decoder-only backbone like GPT-2's: byte-level BPE, and no padding token (as the real one)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(corpus_texts(), trainer)
+    end = "<|endoftext|>"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=end, eos_token=end, unk_token=end)
+    tokenizer.save_pretrained(folder)
+    end_id = tokenizer.convert_tokens_to_ids(end)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=positions,
+        bos_token_id=end_id, eos_token_id=end_id,
+    )  # fmt: skip
+    GPT2Model(config).save_pretrained(folder)
+    return folder
+
+
 def make_base_model(folder: Path, kind: str = "bert", max_position_embeddings: int = 128) -> Path:
     """A pretrained-style backbone folder (no task head) that ``train`` can fine-tune."""
     import torch
     from transformers import BertConfig, BertModel, LayoutLMConfig, LayoutLMModel
 
     torch.manual_seed(0)
+    if kind == "gpt2":
+        return make_gpt2_model(folder, max_position_embeddings)
     tokenizer = make_tokenizer(folder)
     common = dict(
         vocab_size=len(tokenizer),

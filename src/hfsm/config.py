@@ -60,6 +60,37 @@ def parse_optional_str(value: Any) -> str | None:
     return parse_str(value)
 
 
+def parse_auto_str(value: Any) -> str | None:
+    """``auto`` (or empty, ``none``: None, decided by the task), or a name."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    return parse_optional_str(value)
+
+
+def parse_auto_int(value: Any) -> int | None:
+    """``auto`` (None: decided from other values), or an integer."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    try:
+        return parse_int(value)
+    except ValueError:
+        raise ValueError("expected auto or an integer") from None
+
+
+def parse_json_object(value: Any) -> dict[str, Any]:
+    """A JSON object (given as one, or as its text); empty for ``none`` or an empty string."""
+    if isinstance(value, str):
+        if value.strip().lower() in {"", "none", "null"}:
+            return {}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError('expected a JSON object such as {"min_lr": 1e-6}') from None
+    if not isinstance(value, dict):
+        raise ValueError('expected a JSON object such as {"min_lr": 1e-6}')
+    return {str(key): item for key, item in value.items()}
+
+
 def parse_auto_bool(value: Any) -> bool | None:
     """``auto`` (None: decided at run time), or a boolean."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
@@ -110,6 +141,9 @@ def parse_choice(*choices: str) -> Callable[[Any], str]:
         return text
 
     return parse
+
+
+DEFAULT_STRIDE = 32
 
 
 @dataclass(frozen=True)
@@ -196,6 +230,13 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "Learning-rate schedule, by its `transformers` name (`linear`, `cosine`, `cosine_with_restarts`, "
         "`polynomial`, `constant`, `constant_with_warmup`, `inverse_sqrt`, ...).",
     ),
+    Hyperparameter(
+        "lr_scheduler_kwargs",
+        parse_json_object,
+        {},
+        'Arguments of the schedule, a JSON object: `{"min_lr": 1e-6}` for `cosine_with_min_lr`, '
+        '`{"num_decay_steps": 100}` for `warmup_stable_decay`. Checked with the schedule at start.',
+    ),
     Hyperparameter("max_grad_norm", parse_float, 1.0, "Gradient clipping norm (0: no clipping)."),
     Hyperparameter(
         "auto_find_batch_size",
@@ -251,13 +292,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         parse_int,
         256,
         "Sub-tokens per window, special tokens included. Longer NER texts are split into "
-        "overlapping windows; longer classification texts are truncated.",
+        "overlapping windows; longer classification texts are truncated. At most the model's positions.",
     ),
     Hyperparameter(
         "stride",
-        parse_int,
-        32,
-        "Sub-tokens shared by consecutive NER windows (context on each side of a window cut).",
+        parse_auto_int,
+        None,
+        "Sub-tokens shared by consecutive NER windows (context on each side of a window cut), at most "
+        "half a window. `auto`: 32, or half a window when `max_seq_length` is below 68. Other tasks "
+        "ignore it.",
     ),
     Hyperparameter(
         "label_all_tokens", parse_bool, False, "NER: train on every sub-token of a word, not only the first."
@@ -279,7 +322,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
     Hyperparameter(
         "metric_for_best_model",
-        parse_optional_str,
+        parse_auto_str,
         None,
         "Dev metric that picks the best checkpoint. Default per task: `f1` (ner), `f1_macro` "
         "(classif), `f1_micro` (multilabel-classif), `mse` (regression, lower is better).",
@@ -301,9 +344,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "save_steps",
         parse_int,
         0,
-        "Checkpoint every N steps (0: at each evaluation, or each epoch without dev).",
+        "Checkpoint every N steps (0: at each evaluation, or each epoch without dev). With a dev split "
+        "each checkpoint is evaluated: it then sets `eval_steps` when unset, and must be a multiple of it.",
     ),
-    Hyperparameter("save_total_limit", parse_int, 2, "Checkpoints kept (the best one is always kept)."),
+    Hyperparameter(
+        "save_total_limit",
+        parse_int,
+        2,
+        "Checkpoints kept (the best one is always kept; with a dev split `1` keeps the newest too).",
+    ),
     Hyperparameter(
         "pack_sequences",
         parse_auto_bool,
@@ -372,6 +421,7 @@ class TrainConfig:
     warmup_ratio: float
     optim: str
     lr_scheduler_type: str
+    lr_scheduler_kwargs: dict[str, Any]
     max_grad_norm: float
     auto_find_batch_size: bool
     class_weights: str | dict[str, float]
@@ -427,12 +477,13 @@ def _closest(name: str) -> str:
 def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainConfig:
     """Turn decoded SageMaker hyperparameters into a validated :class:`TrainConfig`.
 
-    Unknown names fail (a typo would otherwise silently train with a default); ``sagemaker_*``
-    keys set by the SDK are ignored.
+    Unknown names fail (a typo would otherwise silently train with a default); the keys SageMaker
+    adds are ignored: ``sagemaker_*`` (the SDK) and ``_tuning_objective_metric`` and the like (a
+    hyperparameter tuning job: its names start with ``_``, which none of ours does).
     """
     values: dict[str, Any] = {spec.name: spec.default for spec in HYPERPARAMETERS}
     for name, value in raw.items():
-        if name.startswith("sagemaker_"):
+        if name.startswith(("sagemaker_", "_")):
             continue
         spec = _BY_NAME.get(name)
         if spec is None:
@@ -443,6 +494,8 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainConfig:
             raise UserError(
                 f"Hyperparameter '{name}' has an invalid value {json.dumps(value)}: {exc}"
             ) from exc
+    if values["stride"] is None:  # auto
+        values["stride"] = max(0, min(DEFAULT_STRIDE, (values["max_seq_length"] - 4) // 2))
     config = TrainConfig(**values)
     _validate(config)
     return config
@@ -496,8 +549,9 @@ def _validate(config: TrainConfig) -> None:
         raise bad("class_weights", "weights labels of ner and classif only")
     if not 8 <= config.max_seq_length <= 100_000:
         raise bad("max_seq_length", "must be between 8 and 100000")
-    if not 0 <= config.stride <= (config.max_seq_length - 4) // 2:
-        raise bad("stride", f"must be between 0 and {(config.max_seq_length - 4) // 2} (half a window)")
+    half_window = (config.max_seq_length - 4) // 2
+    if config.task_name == "ner" and not 0 <= config.stride <= half_window:
+        raise bad("stride", f"must be between 0 and {half_window} (half a window)")
     if config.fp16 and config.bf16:
         raise bad("fp16", "fp16 and bf16 cannot both be on")
     if config.eval_strategy not in {"auto", "epoch", "steps", "no"}:

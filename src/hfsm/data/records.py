@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import DataError
 from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION
@@ -19,6 +20,13 @@ from .reading import Row
 Box = tuple[int, int, int, int]
 _WORD = re.compile(r"\S+")
 _IOB2 = re.compile(r"^(O|[BI]-\S+)$")
+
+
+def plain_float(value: Any) -> float:
+    """``float`` without Python's literal extras: in data, ``1_5`` is a typo, not fifteen."""
+    if isinstance(value, str) and "_" in value:
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
 
 
 def is_iob_tag(tag: str) -> bool:
@@ -75,7 +83,7 @@ def parse_box(value: Sequence[object] | str) -> Box:
         if isinstance(part, bool):
             raise ValueError(f"box coordinate {part!r} is not an integer")
         try:
-            number = float(part)  # type: ignore[arg-type]
+            number = plain_float(part)
         except (TypeError, ValueError):
             raise ValueError(f"box coordinate {part!r} is not an integer") from None
         if not math.isfinite(number) or not number.is_integer():
@@ -223,7 +231,7 @@ def _text_example(task: str, row: Row, text_col: str, label_col: str) -> TextExa
             ) from None
     elif task == REGRESSION:
         try:
-            label = float(raw)
+            label = plain_float(raw)
         except ValueError:
             raise DataError(
                 f"{raw!r} is not a number", path=row.path, row=row.line, field=label_col

@@ -141,6 +141,32 @@ def latest_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
     return None
 
 
+def foreign_checkpoint_reason(folder: Path, model_type: str, id2label: Mapping[int, str]) -> str | None:
+    """Why the checkpoint in ``folder`` is not this job's, or None.
+
+    A checkpoint prefix reused from another job (the same ``checkpoint_s3_uri`` for a new dataset) is
+    resumed without a word by the Trainer when the shapes agree, and the model then carries another
+    job's labels under this job's names; with other shapes it fails deep in loading. Its
+    ``config.json`` says which architecture and labels it was trained for.
+    """
+    path = folder / "config.json"
+    if not path.is_file():
+        return None  # a LoRA checkpoint: the adapters only, checked by peft when loaded
+    try:
+        saved = _json(path)
+        saved_labels = {int(key): str(name) for key, name in saved.get("id2label", {}).items()}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        return f"its config.json cannot be read ({exc})"
+    if saved.get("model_type") != model_type:
+        return f"it holds a {saved.get('model_type')} model, this job trains a {model_type} model"
+    if saved_labels != dict(id2label):
+        ours, theirs = sorted(id2label.values()), sorted(saved_labels.values())
+        return f"it was trained for the labels {theirs[:8]}{' ...' if len(theirs) > 8 else ''}, " + (
+            f"this job's are {ours[:8]}{' ...' if len(ours) > 8 else ''}"
+        )
+    return None
+
+
 def mean_training_loss(log_history: Sequence[Mapping[str, Any]], global_step: int) -> float | None:
     """The mean training loss over all ``global_step`` steps, across resumes; None if the log has gaps.
 

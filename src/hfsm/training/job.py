@@ -30,7 +30,12 @@ from ..sagemaker import SageMakerEnv
 from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION, get_task
 from . import metrics as task_metrics
 from .arguments import training_arguments
-from .checkpoints import latest_complete_checkpoint, mean_training_loss, safetensors_problem
+from .checkpoints import (
+    foreign_checkpoint_reason,
+    latest_complete_checkpoint,
+    mean_training_loss,
+    safetensors_problem,
+)
 from .distributed import agreed_checkpoint, log_share, share_first_process_weights
 from .features import EncodedSplit, LengthSortedSplit, encode_split
 from .lora import final_model, is_lora, with_lora
@@ -91,10 +96,13 @@ class TrainingRun:
         labels = self._labels(splits)
         self.labels = labels
         self.label2id = {name: i for i, name in enumerate(labels)}
+        # before the model loads: an optimizer, schedule or metric that cannot work fails in seconds
+        arguments = training_arguments(config, task, self.env.checkpoint_dir, splits.dev is not None)
         source = resolve_model_source(config, self.env)
         log.info("task %s, model %s, %d labels", task.name, source, len(labels))
         set_seed(config.seed)
         tokenizer, model = load_tokenizer_and_model(source, task, labels, config)
+        model_type = model.config.model_type
         if config.apply_lora:
             model = with_lora(model, config, task)
         self.id2label = {i: name for i, name in enumerate(labels)}
@@ -106,10 +114,16 @@ class TrainingRun:
         }
         log.info("features: %s", {name: len(split) for name, split in encoded.items()})
 
-        trainer, sigterm = self._trainer(model, tokenizer, encoded, splits)
+        trainer, sigterm = self._trainer(arguments, model, tokenizer, encoded, splits)
         self._sigterm, self._job_trainer = sigterm, trainer
         resume = agreed_checkpoint(latest_complete_checkpoint(self.env.checkpoint_dir))
         if resume is not None:
+            reason = foreign_checkpoint_reason(resume, model_type, self.id2label)
+            if reason is not None:
+                raise UserError(
+                    f"The checkpoint {resume} is not this job's: {reason}. It came from another job (a "
+                    "reused checkpoint_s3_uri?): give this job an empty checkpoint location, or delete it."
+                )
             log.info("resuming from checkpoint %s", resume)
         train_result = self._train_or_resume(trainer, resume)
         self._stop_if_interrupted()
@@ -208,7 +222,9 @@ class TrainingRun:
             use_bbox=c.use_bbox,
         )
 
-    def _trainer(self, model: Any, tokenizer: Any, encoded: dict[str, EncodedSplit], splits: Splits) -> tuple:
+    def _trainer(
+        self, args: Any, model: Any, tokenizer: Any, encoded: dict[str, EncodedSplit], splits: Splits
+    ) -> tuple:
         import torch
         from transformers import EarlyStoppingCallback
         from transformers.trainer_callback import PrinterCallback
@@ -224,7 +240,6 @@ class TrainingRun:
         from .losses import TaskLoss
         from .trainer import JobTrainer
 
-        args = training_arguments(self.config, self.task, self.env.checkpoint_dir, "dev" in encoded)
         sigterm = SigtermCallback()
         packing_state = PackingStateCallback()
         callbacks: list = [

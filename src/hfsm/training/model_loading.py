@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,26 @@ log = logging.getLogger("hfsm.train")
 PREFIX_SPACE_MODEL_TYPES = {"roberta", "longformer", "bart", "gpt2", "deberta", "lilt", "layoutlmv3"}
 # Architectures whose forward pass takes word boxes without page images.
 BBOX_MODEL_TYPES = {"layoutlm", "lilt"}
+# Architectures that number positions from padding_idx + 1 (fairseq's convention), so that a model
+# with max_position_embeddings 514 takes 512 sub-tokens.
+OFFSET_POSITION_MODEL_TYPES = {
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "roberta-prelayernorm", "camembert", "longformer",
+    "mpnet", "data2vec-text", "luke", "lilt", "layoutlmv3", "ibert", "xmod",
+}  # fmt: skip
+
+
+def usable_positions(model_config: Any) -> int | None:
+    """The longest input the model's position embeddings cover; None where positions are relative
+    only (DeBERTa-v2/v3 with ``position_biased_input=false``) or the config does not say."""
+    if not getattr(model_config, "position_biased_input", True):
+        return None
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if model_config.model_type in OFFSET_POSITION_MODEL_TYPES:
+        pad = getattr(model_config, "pad_token_id", None)
+        positions -= (1 if pad is None else pad) + 1
+    return positions
 
 
 def _unpack_if_archive(channel: Path) -> Path:
@@ -26,8 +48,14 @@ def _unpack_if_archive(channel: Path) -> Path:
     if (channel / "config.json").is_file() or not archives:
         return channel
     target = Path(tempfile.mkdtemp(prefix="hfsm-model-"))
-    with tarfile.open(archives[0]) as archive:
-        archive.extractall(target, filter="data")
+    try:
+        with tarfile.open(archives[0]) as archive:
+            archive.extractall(target, filter="data")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UserError(
+            f"The model archive {archives[0]} cannot be unpacked ({type(exc).__name__}: {exc}); it is "
+            "truncated or not a .tar.gz: upload the whole model.tar.gz again."
+        ) from None
     nested = [p.parent for p in target.rglob("config.json")]
     return min(nested, key=lambda p: len(p.parts)) if nested else target
 
@@ -38,6 +66,8 @@ def resolve_model_source(config: TrainConfig, env: SageMakerEnv) -> str:
         candidate = Path(config.model_name)
         if candidate.exists():
             return str(_unpack_if_archive(candidate) if candidate.is_dir() else candidate)
+        if candidate.is_absolute() or config.model_name.startswith(("./", "../", "~")):
+            raise UserError(f"Hyperparameter 'model_name' = {config.model_name!r}: no such folder.")
         return config.model_name
     if channel.is_dir():
         return str(_unpack_if_archive(channel))
@@ -60,6 +90,13 @@ def load_tokenizer_and_model(
             f"Cannot load model '{source}': {exc}. Without network access, give the model as the 'model' "
             "channel or a local path."
         ) from exc
+    positions = usable_positions(model_config)
+    if positions is not None and config.max_seq_length > positions:
+        raise UserError(
+            f"Hyperparameter 'max_seq_length' = {config.max_seq_length} is longer than the {positions} "
+            f"positions of '{source}' ({model_config.model_type}): its first long text would fail; set "
+            f"max_seq_length to at most {positions} (longer NER texts are split into windows anyway)."
+        )
     if config.use_bbox and model_config.model_type not in BBOX_MODEL_TYPES:
         raise UserError(
             f"use_bbox is true but '{source}' is a {model_config.model_type} model; word boxes need "
@@ -72,6 +109,18 @@ def load_tokenizer_and_model(
         raise UserError(f"Cannot load the tokenizer of '{source}': {exc}") from exc
     if not getattr(tokenizer, "is_fast", True):
         raise UserError(f"The tokenizer of '{source}' is not a fast tokenizer; word alignment needs one.")
+    if tokenizer.pad_token is None:
+        # decoder-only models (GPT-2, Llama) have none: batches of several texts need one, and a
+        # sequence classifier finds each text's last token by it. Their end-of-text token is the usual one.
+        substitute = tokenizer.eos_token or tokenizer.unk_token
+        if substitute is None:
+            raise UserError(
+                f"The tokenizer of '{source}' has no padding, end-of-text or unknown token to pad with."
+            )
+        tokenizer.pad_token = substitute
+        log.info("the tokenizer has no padding token: padding with %r", substitute)
+    if getattr(model_config, "pad_token_id", None) is None:
+        model_config.pad_token_id = tokenizer.pad_token_id
     num_labels = 1 if task.problem_type == "regression" else len(labels)
     id2label = {i: name for i, name in enumerate(labels)} if labels else {0: "value"}
     model_config.num_labels = num_labels
