@@ -228,3 +228,16 @@ def test_outcome_count_must_match_readable_records() -> None:
 def test_encode_response_of_nothing_is_empty() -> None:
     assert encode_response([], [], JSONLINES) == b""
     assert json.loads(encode_response([], [], JSON)) == {"predictions": []}
+
+
+def test_answers_escape_the_line_breaks_splitlines_knows() -> None:
+    """U+2028, U+2029 and U+0085 in a text stay valid JSON raw, but every client that splits lines
+    with str.splitlines (local transform did) counted them as line ends: they are escaped."""
+    texts = ["Barack\u2028Obama", "New\x85York", "a\u2029b", "plain é"]
+    body = encode_response(
+        [{"text": t} for t in texts], [f"line {i}" for i in range(4)], "application/jsonlines"
+    )
+    decoded = body.decode("utf-8")
+    assert len(decoded.splitlines()) == len(texts)
+    assert [json.loads(line)["text"] for line in decoded.splitlines()] == texts
+    assert "é" in decoded  # other characters stay as they are

@@ -171,6 +171,8 @@ def test_loading_a_name_twice_is_409_and_bad_loads_say_why(
         json.dumps({"model_name": "a/b", "url": "/x"}): "'/'",
         json.dumps({"model_name": "x", "url": str(tmp_path / "missing")}): "is not a folder",
         json.dumps({"model_name": "x", "url": str(tmp_path)}): "hfsm.json is missing",
+        "[" * 100_000 + "]" * 100_000: "HFSM_MAX_JSON_DEPTH",
+        json.dumps({"model_name": "x", "url": "/x"})[:-1] + ', "n": ' + "9" * 5000 + "}": "digits",
     }
     for body, reason in bad.items():
         assert reason in error_of(multi.post(body, path="/models"), 400), body

@@ -487,3 +487,23 @@ def test_export_onnx_of_unmerged_lora_adapters_is_refused_at_start(base_models: 
     )
     with pytest.raises(UserError, match="'export_onnx' = True: exports one set of weights"):
         parse_hyperparameters(hyperparameters)
+
+
+def test_an_export_of_weights_fine_tuned_again_is_refused(exported: dict[str, Path], tmp_path: Path) -> None:
+    """A second fine-tune of the same architecture writes weights of exactly the same size: only their
+    SHA-256 tells that the export is stale."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "retrained"
+    shutil.copytree(exported["classif"], folder)
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    tensors = load_file(weights)
+    name = next(key for key in tensors if key.endswith("classifier.bias"))
+    tensors[name] = tensors[name] + 0.5
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert weights.stat().st_size == size
+    assert json.loads((folder / ONNX_DIR / MANIFEST_FILE).read_text())["weights"]["sha256"]
+    with pytest.raises(UserError, match="size or SHA-256"):
+        Predictor.load(folder, PredictOptions(runtime="onnxruntime"))
+    assert resolve_runtime(folder, PredictOptions()) == "onnxruntime"  # auto would take it: load refuses

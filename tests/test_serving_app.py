@@ -7,7 +7,9 @@ against ``python -m hfsm serve`` itself.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+import torch
 from werkzeug.serving import make_server
 
 from hfsm.devices import available_cores
@@ -98,6 +101,9 @@ class FaultyPredictor:
 
     def predict(self, records: list[Any]) -> list[Any]:
         raise KeyError("bug in the image")
+
+    def first_error(self, records: list[Any]) -> None:
+        return None
 
 
 def test_server_faults_are_500_and_logged_with_traceback(
@@ -193,3 +199,67 @@ def test_gpus_are_shared_evenly_between_workers_and_reused_after_a_restart() -> 
     replacement = SimpleNamespace()
     pre_fork(arbiter, replacement)
     assert replacement.hfsm_gpu == "1"
+
+
+def test_a_model_that_answers_nan_is_not_ready(
+    app_server: Callable[..., str], trained: dict[str, TrainResult], tmp_path: Path
+) -> None:
+    """A diverged model (NaN weights) must fail /ping, not pass it and then answer 500 to everything."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan"
+    shutil.copytree(trained["regression"].model_dir, folder)
+    tensors = load_file(folder / "model.safetensors")
+    for name in tensors:
+        if name.endswith("classifier.weight"):
+            tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+    url = app_server(lambda: Predictor.load(folder, PredictOptions(torch_threads=1)))
+    deadline = time.monotonic() + 30
+    while requests.get(f"{url}/ping", timeout=5).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    failed = requests.get(f"{url}/ping", timeout=5)
+    assert failed.status_code == 500 and "NaN or infinite" in failed.json()["error"]
+
+
+class RecordingPredictor:
+    """A real predictor that records the sizes of the predict calls made after its warm-up."""
+
+    def __init__(self, inner: Predictor) -> None:
+        self.inner = inner
+        self.calls: list[int] = []
+
+    def warmup(self) -> None:
+        self.inner.warmup()
+
+    def predict(self, records: list[Any]) -> list[Any]:
+        self.calls.append(len(records))
+        return self.inner.predict(records)
+
+    def first_error(self, records: list[Any]) -> Any:
+        return self.inner.first_error(records)
+
+
+def test_a_json_request_with_one_bad_record_is_refused_before_any_forward_pass(
+    app_server: Callable[..., str], trained: dict[str, TrainResult]
+) -> None:
+    options = PredictOptions(torch_threads=1, max_words=10)
+    recording = RecordingPredictor(Predictor.load(trained["regression"].model_dir, options))
+    url = app_server(lambda: recording)
+    wait_for_ping(url, timeout=30)
+    good = [{"text": f"record {i}"} for i in range(200)]
+    for bad, status, message in (
+        ({"text": 5}, 400, "data[200]: 'text' must be a string"),
+        ({"text": " ".join(["w"] * 11)}, 413, "data[200]: the text has 11 words"),
+    ):
+        answer = requests.post(f"{url}/invocations", json={"data": [*good, bad]}, timeout=30)
+        assert message in error_of(answer, status)
+    assert recording.calls == []
+    # JSON Lines answers the bad line in place and predicts the others
+    lines = "\n".join(json.dumps(r) for r in [*good[:3], {"text": 5}])
+    answered = requests.post(
+        f"{url}/invocations", data=lines, headers={"Content-Type": "application/jsonlines"}, timeout=30
+    )
+    assert answered.status_code == 200 and recording.calls == [4]
+    assert "'text' must be a string" in json.loads(answered.text.splitlines()[3])["error"]

@@ -460,7 +460,7 @@ REGRESSIONS = [
 def test_inputs_that_were_500s_are_now_answered_for_what_they_are(
     clients: dict[str, FlaskClient], name: str, sent: Sent, status: int, message: str
 ) -> None:
-    """Fixed in codecs._parse_json (depth, digits), request_media_type (non-text codecs),
+    """Fixed in codecs.parse_json (depth, digits), request_media_type (non-text codecs),
     _decode_text (idna's UnicodeError), Predictor._validate (surrogates) and predictor._boxes."""
     code, content_type, body = post(clients["ner_bbox"], sent)
     check_answer(sent, code, content_type, body)

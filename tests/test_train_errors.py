@@ -291,6 +291,12 @@ CASES = {
         {},
         r"line 3, column 'labels': '1_5' is not a number",
     ),
+    "training that diverges": (
+        "regression",
+        "text\tlabels\n" + "".join(f"text number {i}\t{i * 1000}\n" for i in range(16)),
+        {"learning_rate": 1e12, "max_grad_norm": 0},
+        r"Training diverged: after step \d+, \d+ weight tensors hold NaN or infinite values",
+    ),
     "hub token as a hyperparameter": (
         "ner",
         GOOD_NER,

@@ -64,13 +64,18 @@ class MicroBatcher(Generic[O]):
     """
 
     def __init__(
-        self, predict: Callable[[Sequence[Any]], list[O]], max_records: int, max_wait_s: float
+        self,
+        predict: Callable[[Sequence[Any]], list[O]],
+        max_records: int,
+        max_wait_s: float,
+        first_error: Callable[[Sequence[Any]], tuple[int, Any] | None] | None = None,
     ) -> None:
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
         if max_wait_s < 0:
             raise ValueError("max_wait_s must not be negative")
         self._predict = predict
+        self._first_error = first_error
         self.max_records = max_records
         self.max_wait_s = max_wait_s
         self._queue: deque[_Job[O]] = deque()
@@ -141,6 +146,12 @@ class MicroBatcher(Generic[O]):
                 self._incoming -= 1
                 self._changed.notify_all()
 
+    def first_error(self, records: Sequence[Any]) -> tuple[int, Any] | None:
+        """``first_error`` of the model, in the caller's thread: the first record it cannot predict
+        (index, reason), checked before a request that would fail on it waits for forward passes."""
+        check = self._first_error
+        return None if check is None else check(records)
+
     def predict(self, records: Sequence[Any]) -> list[O]:
         """The outcomes of ``records``, in order; a fault of ``predict`` is raised in every caller it hit."""
         self._arrived()
@@ -163,7 +174,8 @@ class MicroBatcher(Generic[O]):
     def _run(self) -> None:
         while jobs := self._next_batch():
             self._execute(jobs)
-        self._predict = _closed_predict  # closed: whoever still holds the batcher no longer holds the model
+        # closed: whoever still holds the batcher no longer holds the model
+        self._predict, self._first_error = _closed_predict, None
 
     def _next_batch(self) -> list[_Job[O]]:
         """Jobs for one forward call: the first queued one, then others while they fit and come;

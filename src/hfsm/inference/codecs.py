@@ -164,7 +164,7 @@ def decode_json(body: bytes, charset: str = "utf-8", max_depth: int = DEFAULT_MA
     """``{"data": [...]}``, ``{"inputs": ...}`` (the Hugging Face toolkit's form), one record, or a list."""
     text = _decode_text(body, charset, "the request body")
     try:
-        value = _parse_json(text, max_depth)
+        value = parse_json(text, max_depth)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":
             raise RequestError(
@@ -222,7 +222,7 @@ def _line_item(number: int, raw: bytes | str, charset: str, max_depth: int) -> I
             return Item(
                 name, error=RecordError('the line is empty; expected a JSON object such as {"text": "..."}')
             )
-        value = _parse_json(text, max_depth)
+        value = parse_json(text, max_depth)
     except json.JSONDecodeError as exc:
         return Item(name, error=RecordError(f"invalid JSON: {exc}"))
     except RequestError as exc:
@@ -230,7 +230,7 @@ def _line_item(number: int, raw: bytes | str, charset: str, max_depth: int) -> I
     return _item(name, value)
 
 
-def _parse_json(text: str, max_depth: int) -> Any:
+def parse_json(text: str, max_depth: int) -> Any:
     """``json.loads``, after refusing (400) what would make it fail as if the server were at fault.
 
     Python's parser recurses once per nesting level, so a body of 100,000 ``[`` raised RecursionError
@@ -290,8 +290,15 @@ def encode_response(outcomes: Sequence[Outcome], names: Sequence[str], media_typ
     return _dumps({"predictions": answers}).encode("utf-8")
 
 
+LINE_BREAKS_IN_TEXT = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+"""Characters that ``str.splitlines`` (and JavaScript before ES2019) treat as line ends: escaped in
+answers, so that every client counts one line per record. JSON only requires escaping controls
+below U+0020, so ``json.dumps(ensure_ascii=False)`` writes them raw."""
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.translate(LINE_BREAKS_IN_TEXT)
 
 
 def _decode_text(raw: bytes, charset: str, name: str) -> str:

@@ -45,6 +45,7 @@ from .onnx_engine import (
     Manifest,
     OnnxEngine,
     weights_bytes,
+    weights_sha256,
 )
 
 log = logging.getLogger("hfsm.export")
@@ -131,6 +132,7 @@ def export_onnx(model_dir: Path, *, int8: bool = True, trust_remote_code: bool =
             weights_bytes=weights_bytes(model_dir),
             int8=int8,
             raw={},
+            weights_sha256=weights_sha256(model_dir),
         )
         expected = engine.forward(features)
         fp32_diff = _max_relative_diff(
@@ -349,7 +351,7 @@ def _write_manifest(folder: Path, manifest: Manifest, report: ExportReport) -> N
         "token_level": manifest.token_level,
         "opset": OPSET,
         "tokenizer": manifest.tokenizer.to_json(),
-        "weights": {"bytes": manifest.weights_bytes},
+        "weights": {"bytes": manifest.weights_bytes, "sha256": manifest.weights_sha256},
         "int8": manifest.int8,
         "checks": {
             "fp32_max_relative_diff": report.fp32_max_relative_diff,

@@ -14,6 +14,7 @@ process, the codecs and a worker serving an ONNX export stay light.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -227,6 +228,12 @@ class Predictor:
         outcome = self.predict([record])[0]
         if isinstance(outcome, RecordError):
             raise RuntimeError(f"warm-up prediction failed: {outcome.message}")
+        if not _finite(outcome):
+            # /ping must not say ready for a model that can only answer 500s
+            raise ModelError(
+                "the model answers NaN or infinite scores: its weights diverged in training (a "
+                "learning_rate too high?); retrain it"
+            )
         if self.task.token_level and self.options.pack_sequences is not False:
             self.engine.decide_packing(self.packing_probe())
 
@@ -251,6 +258,15 @@ class Predictor:
                 for (index, _), result in zip(chunk, results, strict=True):
                     outcomes[index] = result
         return outcomes  # type: ignore[return-value]
+
+    def first_error(self, records: Sequence[Any]) -> tuple[int, RecordError] | None:
+        """The first record that cannot be predicted, and why: a request that fails whole on it
+        (JSON) is refused before any forward pass, not after predicting every other record."""
+        for index, record in enumerate(records):
+            parsed = self._validate(record)
+            if isinstance(parsed, RecordError):
+                return index, parsed
+        return None
 
     def _validate(self, record: Any) -> _Input | RecordError:
         if not isinstance(record, Mapping):
@@ -377,6 +393,20 @@ def _boxes(value: Any, n_words: int) -> list[Box] | RecordError:
             f"the text has {n_words} words but 'bbox' has {len(boxes)} boxes; give one box per word"
         )
     return boxes
+
+
+class ModelError(RuntimeError):
+    """A model folder that loads but cannot answer."""
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(item) for item in value)
+    return True
 
 
 def json_type(value: Any) -> str:

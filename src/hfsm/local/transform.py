@@ -126,7 +126,9 @@ class Invoker:
                 if attempt == self.max_retries:
                     raise UserError(f"/invocations could not be reached at {self.endpoint}: {exc}") from exc
             time.sleep(min(2**attempt, 8))
-        lines = response.body.decode("utf-8").splitlines()
+        # "\n" only: str.splitlines also breaks at U+2028, U+0085, ... which a text may hold
+        text = response.body.decode("utf-8").removesuffix("\n")
+        lines = text.split("\n") if text else []
         if len(lines) != len(records):
             raise UserError(
                 f"/invocations answered {len(lines)} line(s) for {len(records)} record(s); "

@@ -155,9 +155,14 @@ def answer_invocation(predictor: MicroBatcher[Outcome], settings: ServingSetting
                 f"{settings.max_records} (HFSM_MAX_RECORDS); split it into smaller requests",
                 413,
             )
-        if not decoded.line_by_line:
+        records = decoded.records()
+        if not decoded.line_by_line:  # one bad record fails the request: before any forward pass
             decoded.raise_first_error()
-        outcomes = predictor.predict(decoded.records())
+            found = predictor.first_error(records)
+            if found is not None:
+                index, error = found
+                raise RequestError(f"{decoded.items[index].name}: {error.message}", error.status)
+        outcomes = predictor.predict(records)
     body = decoded.respond(outcomes, response_type)
     log.debug("%d records answered in %.0f ms", len(decoded.items), (time.monotonic() - started) * 1000)
     return Response(body, status=200, mimetype=response_type)

@@ -23,6 +23,7 @@ from flask import Flask, Response, request
 
 from ..errors import RequestError
 from ..inference.batching import BatcherClosed
+from ..inference.codecs import parse_json
 from .app import answer_invocation, base_app, json_response, load_predictor, read_body
 from .registry import ModelRegistry
 from .settings import ServingSettings
@@ -63,7 +64,7 @@ def create_multi_model_app(
 
     @app.post("/models")
     def load() -> Response:
-        name, url = load_request(read_body(settings.max_payload_bytes))
+        name, url = load_request(read_body(settings.max_payload_bytes), settings.max_json_depth)
         model = registry.load(name, url)
         return json_response({"status": f"model {name!r} loaded", **model.description()}, 200)
 
@@ -95,10 +96,10 @@ def create_multi_model_app(
     return app
 
 
-def load_request(body: bytes) -> tuple[str, str]:
+def load_request(body: bytes, max_depth: int) -> tuple[str, str]:
     """``model_name`` and ``url`` of a Load Model request, or a 400 that says what is wrong."""
     try:
-        document = json.loads(body)
+        document = parse_json(body.decode("utf-8"), max_depth)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"a Load Model request is a JSON object with model_name and url: {exc}") from None
     if not isinstance(document, dict):

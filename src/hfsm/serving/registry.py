@@ -153,7 +153,9 @@ class ModelRegistry:
             runtime=runtime,
             weights_bytes=size,
             loaded_at=time.time(),
-            predictor=MicroBatcher(predictor.predict, self._batch_records, self._batch_wait_s),
+            predictor=MicroBatcher(
+                predictor.predict, self._batch_records, self._batch_wait_s, first_error=predictor.first_error
+            ),
         )
         with self._lock:
             self._models[name] = model

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ..errors import RequestError
 from ..inference.batching import MicroBatcher
-from ..inference.predictor import Outcome
+from ..inference.predictor import Outcome, RecordError
 
 log = logging.getLogger("hfsm.serve")
 
@@ -25,6 +25,8 @@ LOADING, READY, FAILED = "loading", "ready", "failed"
 
 class PredictorLike(Protocol):
     def predict(self, records: Sequence[Any]) -> list[Outcome]: ...
+
+    def first_error(self, records: Sequence[Any]) -> tuple[int, RecordError] | None: ...
 
     def warmup(self) -> None: ...
 
@@ -84,7 +86,9 @@ class ModelState:
             log.exception("the model failed to load")
             self._error = f"{type(exc).__name__}: {exc}"
         else:
-            self._predictor = MicroBatcher(predictor.predict, self._batch_records, self._batch_wait_s)
+            self._predictor = MicroBatcher(
+                predictor.predict, self._batch_records, self._batch_wait_s, first_error=predictor.first_error
+            )
             log.info("model ready (loaded and warmed up in %.1fs)", time.monotonic() - started)
         finally:
             self._done.set()

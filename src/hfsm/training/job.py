@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections import Counter
@@ -127,6 +128,7 @@ class TrainingRun:
             log.info("resuming from checkpoint %s", resume)
         train_result = self._train_or_resume(trainer, resume)
         self._stop_if_interrupted()
+        check_weights_finite(trainer.model, trainer.state.global_step, config.learning_rate)
         share_first_process_weights(trainer.model)
         args = trainer.args
         log_share(
@@ -350,7 +352,7 @@ class TrainingRun:
     def _write_predictions(self, split: Dataset, outputs: list[np.ndarray]) -> None:
         self._stop_if_interrupted()
         lines = [
-            json.dumps(self._prediction_record(example, output), ensure_ascii=False) + "\n"
+            json.dumps(finite_or_null(self._prediction_record(example, output)), ensure_ascii=False) + "\n"
             for example, output in zip(split.examples, outputs, strict=True)
         ]
         out = self.env.output_data_dir
@@ -410,7 +412,10 @@ class TrainingRun:
         out = self.env.output_data_dir
         with writing("the metrics", out / "metrics.json"):
             out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+            # strict JSON: a metric that is undefined (Pearson of constant predictions) is null, not NaN
+            (out / "metrics.json").write_text(
+                json.dumps(finite_or_null(results), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+            )
         check_artifacts(model_dir, out / "metrics.json")
         log.info("model saved to %s, metrics to %s", model_dir, out / "metrics.json")
 
@@ -523,3 +528,27 @@ def train(env: SageMakerEnv) -> dict[str, Any]:
         raise
     close_process_group(finished=True)
     return results
+
+
+def check_weights_finite(model: Any, step: int, learning_rate: float) -> None:
+    """Refuse to write a model whose training diverged: its weights hold NaN or infinities, it would
+    answer NaN for every text, and an endpoint could only fail on it."""
+    import torch
+
+    broken = [name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()]
+    if broken:
+        raise UserError(
+            f"Training diverged: after step {step}, {len(broken)} weight tensors hold NaN or infinite values "
+            f"(e.g. {broken[0]}). Lower learning_rate (now {learning_rate:g}), or keep max_grad_norm above 0."
+        )
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, for strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
