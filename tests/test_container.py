@@ -222,21 +222,12 @@ def test_a_multi_model_endpoint_in_the_image(image: Image, trained_in_image: Tra
     labels = json.loads(image.run("image", "inspect", "-f", "{{json .Config.Labels}}", image.tag).stdout)
     assert labels.get("com.amazonaws.sagemaker.capabilities.multi-models") == "true", labels
     name = f"hfsm-test-mme-{os.getpid()}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    image.run("rm", "-f", name)
     model = trained_in_image.model_dir
-    started = image.run(
-        "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-e", "SAGEMAKER_MULTI_MODEL=true",
-        "-v", f"{model}:/opt/ml/models/first/model:ro", "-v", f"{model}:/opt/ml/models/second/model:ro",
-        image.tag, "serve",
-    )  # fmt: skip
-    assert started.returncode == 0, started.stderr
     try:
-        try:
-            wait_for_ping(url, timeout=240, interval=0.5, alive=lambda: running(image, name))
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"{exc}\n{image.logs(name)[-4000:]}")
+        url = start_serving(
+            image, name, "-e", "SAGEMAKER_MULTI_MODEL=true",
+            "-v", f"{model}:/opt/ml/models/first/model:ro", "-v", f"{model}:/opt/ml/models/second/model:ro",
+        )  # fmt: skip
         for model_name in ("first", "second"):
             body = {"model_name": model_name, "url": f"/opt/ml/models/{model_name}/model"}
             loaded = requests.post(f"{url}/models", json=body, timeout=120)
@@ -262,19 +253,8 @@ def serve_and_stop(image: Image, model_dir: Path) -> tuple[str, float, str]:
     """Serve ``model_dir`` read-only on a published port, check the answers, stop with SIGTERM (as
     SageMaker does) and give the exit code, the seconds the stop took and the logs."""
     name = f"hfsm-test-serve-{os.getpid()}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    image.run("rm", "-f", name)
-    started = image.run(
-        "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{model_dir}:/opt/ml/model:ro",
-        image.tag, "serve",
-    )  # fmt: skip
-    assert started.returncode == 0, started.stderr
     try:
-        try:
-            wait_for_ping(url, timeout=240, interval=0.5, alive=lambda: running(image, name))
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"{exc}\n{image.logs(name)[-4000:]}")
+        url = start_serving(image, name, "-v", f"{model_dir}:/opt/ml/model:ro")
         check_invocations(url)
         stop_started = time.monotonic()
         image.run("stop", "-t", "30", name)
@@ -286,6 +266,23 @@ def serve_and_stop(image: Image, model_dir: Path) -> tuple[str, float, str]:
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/ping", timeout=5)
     return code, stopped_in, logs
+
+
+def start_serving(image: Image, name: str, *options: str) -> str:
+    """``IMAGE serve`` detached as ``name`` (the caller removes it), port 8080 published on a free
+    local port; its URL once /ping says 200."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    image.run("rm", "-f", name)
+    started = image.run(
+        "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", *options, image.tag, "serve"
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        wait_for_ping(url, timeout=240, interval=0.5, alive=lambda: running(image, name))
+    except (RuntimeError, TimeoutError) as exc:
+        pytest.fail(f"{exc}\n{image.logs(name)[-4000:]}")
+    return url
 
 
 def running(image: Image, name: str) -> bool:

@@ -189,13 +189,16 @@ def test_two_hosts_train_one_model_written_by_the_first(two_hosts: dict[str, Tra
 
 
 def test_each_process_trains_on_half_of_the_data(two_hosts: dict[str, TrainResult]) -> None:
-    pattern = r"process (\d) of (\d): (\d+) of (\d+) training features in (\d+) steps; global batch (\d+)"
+    pattern = (
+        r"process (\d) of (\d): (\d+) training features seen in (\d+) steps \(the train split has (\d+)\); "
+        r"global batch (\d+)"
+    )
     shares = {}
     for host in ("127.0.0.1", "127.0.0.2", "single"):
         found = re.search(pattern, two_hosts[host].output)
         assert found, two_hosts[host].output[-3000:]
         shares[host] = tuple(int(value) for value in found.groups())
-    (rank_1, world_1, seen_1, _, steps, batch), (rank_2, world_2, seen_2, _, _, _) = (
+    (rank_1, world_1, seen_1, steps, _, batch), (rank_2, world_2, seen_2, _, _, _) = (
         shares["127.0.0.1"],
         shares["127.0.0.2"],
     )

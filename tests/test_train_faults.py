@@ -201,6 +201,7 @@ def test_sigterm_after_the_last_step_writes_no_model_and_the_rerun_does_not_trai
     assert resumed.returncode == 0, resumed.output[-3000:]
     assert "is at the end of training" in resumed.output
     assert resumed.metrics()["train"]["global_step"] == 30
+    assert resumed.metrics()["train"]["packed_batches"] is True, "the checkpoint's packing decision"
     assert not (base / "checkpoints" / "checkpoint-31").exists()
     state = final_state(base)
     best = Path(state["best_model_checkpoint"])

@@ -318,13 +318,13 @@ def log_share(
 ) -> None:
     """One line saying how the data was shared out, for the logs of every process."""
     log.info(
-        "process %d of %d: %d of %d training features in %d steps; global batch %d "
+        "process %d of %d: %d training features seen in %d steps (the train split has %d); global batch %d "
         "(%d per process x %d processes x %d accumulation steps)",
         rank,
         world,
         seen,
-        total,
         steps,
+        total,
         per_device * world * accumulation,
         per_device,
         world,

@@ -248,8 +248,8 @@ class TrainingRun:
             LogLinesCallback(),
             sigterm,
             LogAtCheckpointCallback(),
+            packing_state,  # before ResumeAtEnd, which ends a resume at the last step in on_train_begin
             ResumeAtEndCallback(),
-            packing_state,
         ]
         from .report import tensorboard_callback  # output/tensorboard (transformers 5 has no logging_dir)
 
