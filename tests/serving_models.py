@@ -24,3 +24,17 @@ def always_tagging(model_dir: Path, target: Path, label: str) -> Path:
         model.classifier.bias[label_id] = 5.0
     model.save_pretrained(target)
     return target
+
+
+def diverged(model_dir: Path, target: Path) -> Path:
+    """A copy of a model whose classifier weights are NaN, as a diverged training run leaves them."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model_dir, target)
+    tensors = load_file(target / "model.safetensors")
+    for name in tensors:
+        if name.endswith("classifier.weight"):
+            tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, target / "model.safetensors", metadata={"format": "pt"})
+    return target

@@ -26,6 +26,7 @@ from hfsm.serving.registry import LOAD_PEAK_FACTOR, ModelRegistry, weights_bytes
 from hfsm.serving.settings import ServingSettings
 from live_server import LiveServer, error_of, ok_json, stop_all, wait_all_ready
 from sagemaker_tree import TrainResult
+from serving_models import diverged
 
 JSONL = "application/jsonlines"
 NER_LINES = [
@@ -301,6 +302,17 @@ def test_a_load_needs_twice_its_weights_in_available_memory(trained: dict[str, T
     fits = registry(available=int(size * LOAD_PEAK_FACTOR))
     assert fits.load("big", str(model)).weights_bytes == size
     fits.unload("big")
+
+
+def test_a_model_that_answers_nan_is_refused_with_the_reason(
+    trained: dict[str, TrainResult], tmp_path: Path
+) -> None:
+    folder = diverged(trained["regression"].model_dir, tmp_path / "nan")
+    models = registry(None)
+    with pytest.raises(RequestError) as refused:
+        models.load("nan", str(folder))
+    assert refused.value.status == 400 and "NaN or infinite" in str(refused.value)
+    assert len(models) == 0
 
 
 def test_weights_bytes_counts_what_the_runtime_reads(trained: dict[str, TrainResult]) -> None:

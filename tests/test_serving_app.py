@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,6 @@ from typing import Any
 
 import pytest
 import requests
-import torch
 from werkzeug.serving import make_server
 
 from hfsm.devices import available_cores
@@ -30,6 +28,7 @@ from hfsm.serving.server import assign_gpu
 from hfsm.serving.settings import ServingSettings
 from live_server import error_of, free_port, ok_json, wait_for_ping
 from sagemaker_tree import TrainResult
+from serving_models import diverged
 
 # --- readiness and fault handling ----------------------------------------------------------------------
 
@@ -205,16 +204,7 @@ def test_a_model_that_answers_nan_is_not_ready(
     app_server: Callable[..., str], trained: dict[str, TrainResult], tmp_path: Path
 ) -> None:
     """A diverged model (NaN weights) must fail /ping, not pass it and then answer 500 to everything."""
-    from safetensors.torch import load_file, save_file
-
-    folder = tmp_path / "nan"
-    shutil.copytree(trained["regression"].model_dir, folder)
-    tensors = load_file(folder / "model.safetensors")
-    for name in tensors:
-        if name.endswith("classifier.weight"):
-            tensors[name] = torch.full_like(tensors[name], float("nan"))
-    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
-
+    folder = diverged(trained["regression"].model_dir, tmp_path / "nan")
     url = app_server(lambda: Predictor.load(folder, PredictOptions(torch_threads=1)))
     deadline = time.monotonic() + 30
     while requests.get(f"{url}/ping", timeout=5).status_code == 503 and time.monotonic() < deadline:

@@ -27,7 +27,7 @@ from ..devices import available_memory_bytes
 from ..errors import RequestError
 from ..inference.batching import MicroBatcher
 from ..inference.onnx_engine import INT8_FILE, MODEL_FILE, ONNX_DIR
-from ..inference.predictor import Outcome, PredictOptions, resolve_runtime
+from ..inference.predictor import ModelError, Outcome, PredictOptions, resolve_runtime
 from .state import PredictorLike
 
 log = logging.getLogger("hfsm.serve")
@@ -146,6 +146,8 @@ class ModelRegistry:
             raise RequestError(
                 f"model {name!r}: out of memory while loading; unload other models", 507
             ) from None
+        except ModelError as exc:  # it loads but cannot answer (NaN weights): the model's to fix
+            raise RequestError(f"model {name!r} cannot serve: {exc}", 400) from None
         model = LoadedModel(
             name=name,
             url=url,
