@@ -174,16 +174,22 @@ def server_side(
     threads: int,
     log_dir: Path,
     settings: Mapping[str, str],
+    prepare: Callable[[LiveServer], tuple[str, dict[str, Any]]] | None = None,
 ) -> Iterator[Side]:
     """Our real server with these ``HFSM_*`` settings, fed MULTI_RECORD JSON Lines payloads one at a
-    time as Batch Transform does."""
+    time as Batch Transform does.
+
+    ``prepare`` (a multi-model endpoint: load the model) runs once the server is up and gives the
+    path to invoke and what to record of it; without it, the payloads go to ``/invocations``.
+    """
     from hfsm.local.transform import MB, Invoker, fetch_execution_parameters, pack_records
 
     latencies: list[float] = []
     name = "throughput-" + "-".join(value.lower() for value in settings.values())
     with live_server(model, log_dir, threads, settings, name) as (server, ready_s):
+        path, prepared = prepare(server) if prepare is not None else ("/invocations", {})
         params = fetch_execution_parameters(server.url)
-        invoke = Invoker(server.url, "application/jsonlines", "application/jsonlines")
+        invoke = Invoker(server.url, "application/jsonlines", "application/jsonlines", path=path)
         lines = [json.dumps({"text": text}, ensure_ascii=False).encode("utf-8") for text in texts]
         payloads = list(pack_records(lines, "MULTI_RECORD", params.max_payload_mb * MB))
 
@@ -218,6 +224,7 @@ def server_side(
             "payload_bytes_max": max(sum(len(line) + 1 for line in records) for records in payloads),
             "max_payload_mb": params.max_payload_mb,
             "startup_to_ping_200_s": ready_s,
+            **prepared,
         }
         yield Side(transform, info, finish)
 

@@ -100,13 +100,15 @@ def pack_records(records: Sequence[bytes], strategy: str, max_payload_bytes: int
 
 @dataclass(frozen=True)
 class Invoker:
-    """POSTs payloads to ``/invocations``; retries a dead connection or a 5xx like SageMaker does."""
+    """POSTs payloads to ``/invocations`` (or ``path``: ``/models/<name>/invoke`` on a multi-model
+    endpoint); retries a dead connection or a 5xx like SageMaker does."""
 
     endpoint: str
     content_type: str
     accept: str
     timeout_s: float = 600.0
     max_retries: int = 3
+    path: str = "/invocations"
 
     def __call__(self, records: list[bytes]) -> list[bytes]:
         headers = {"Content-Type": self.content_type, "Accept": self.accept}
@@ -114,24 +116,24 @@ class Invoker:
         for attempt in range(self.max_retries + 1):
             try:
                 response = request(
-                    f"{self.endpoint}/invocations", data=body, headers=headers, timeout=self.timeout_s
+                    f"{self.endpoint}{self.path}", data=body, headers=headers, timeout=self.timeout_s
                 )
                 break
             except HttpError as exc:
                 if exc.status < 500 or attempt == self.max_retries:
                     raise UserError(
-                        f"/invocations failed for a payload of {len(records)} record(s): {exc}"
+                        f"{self.path} failed for a payload of {len(records)} record(s): {exc}"
                     ) from exc
             except OSError as exc:
                 if attempt == self.max_retries:
-                    raise UserError(f"/invocations could not be reached at {self.endpoint}: {exc}") from exc
+                    raise UserError(f"{self.path} could not be reached at {self.endpoint}: {exc}") from exc
             time.sleep(min(2**attempt, 8))
         # "\n" only: str.splitlines also breaks at U+2028, U+0085, ... which a text may hold
         text = response.body.decode("utf-8").removesuffix("\n")
         lines = text.split("\n") if text else []
         if len(lines) != len(records):
             raise UserError(
-                f"/invocations answered {len(lines)} line(s) for {len(records)} record(s); "
+                f"{self.path} answered {len(lines)} line(s) for {len(records)} record(s); "
                 "AssembleWith=Line needs one output line per input line (is --accept a lines format?)"
             )
         return [line.encode("utf-8") for line in lines]
