@@ -9,6 +9,9 @@ same bytes, and walk the statuses SageMaker acts on: 409 (already loaded), 404 (
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import threading
 import time
 import weakref
@@ -254,6 +257,30 @@ def test_concurrent_requests_to_several_models_get_their_own_answers(
         delete(multi, "c-regression")
 
 
+def test_a_replacement_worker_loads_again_what_the_dead_one_had(
+    servers: dict[str, LiveServer], trained: dict[str, TrainResult]
+) -> None:
+    """A worker killed (out of memory, a crash) is replaced by gunicorn; SageMaker still routes to the
+    models it had loaded, so the replacement loads them again, /ping saying 503 meanwhile, not 200."""
+    multi = servers["multi"]
+    ok_json(load(multi, "survivor", trained["regression"].model_dir))
+    try:
+        (worker,) = multi.worker_pids()
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pids = multi.worker_pids()
+            if pids and pids != [worker] and multi.get("/ping").status_code == 200:
+                break
+            time.sleep(0.2)
+        assert ok_json(multi.get("/ping")) == {"status": "ready", "models": 1}
+        assert [m["modelName"] for m in ok_json(multi.get("/models"))["models"]] == ["survivor"]
+        assert "pred" in ok_json(invoke(multi, "survivor", json.dumps({"inputs": "x"})))["predictions"][0]
+        assert "loading them again" in multi.logs()
+    finally:
+        delete(multi, "survivor")
+
+
 # --- in-process: what the registry does with the memory -------------------------------------------
 
 
@@ -313,6 +340,50 @@ def test_a_model_that_answers_nan_is_refused_with_the_reason(
         models.load("nan", str(folder))
     assert refused.value.status == 400 and "NaN or infinite" in str(refused.value)
     assert len(models) == 0
+
+
+def test_damaged_folders_long_names_and_out_of_memory_get_their_statuses(
+    trained: dict[str, TrainResult], tmp_path: Path
+) -> None:
+    from hfsm.serving.multi_model import load_request
+    from hfsm.serving.registry import out_of_memory
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained["regression"].model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(RequestError, match="truncated") as truncated:
+        registry(None).load("broken", str(broken))
+    assert truncated.value.status == 400
+    (broken / "hfsm.json").write_text("{")
+    with pytest.raises(UserError, match="the model folder is damaged"):
+        registry(None).load("broken", str(broken))
+    with pytest.raises(RequestError, match="could not be addressed"):
+        load_request(json.dumps({"model_name": "n" * 2000, "url": "/x"}).encode(), 64)
+    assert load_request(json.dumps({"model_name": "v1.2 ü", "url": "/x"}).encode(), 64) == ("v1.2 ü", "/x")
+    assert out_of_memory(MemoryError()) and out_of_memory(UserError("... std::bad_alloc"))
+    assert not out_of_memory(ValueError("bad"))
+
+
+def test_available_memory_reads_cgroup_v1_and_v2(tmp_path: Path) -> None:
+    from hfsm.devices import available_memory_bytes
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 99 kB\nMemAvailable: 4000000 kB\n")
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("1000000000\n")
+    (v2 / "memory.current").write_text("900000000\n")
+    (v2 / "memory.stat").write_text("anon 5\ninactive_file 50000000\n")
+    assert available_memory_bytes(meminfo, v2) == 150_000_000
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("1000000000\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("990000000\n")
+    (v1 / "memory" / "memory.stat").write_text("total_inactive_file 0\n")
+    assert available_memory_bytes(meminfo, v1) == 10_000_000
+    (v2 / "memory.max").write_text("max\n")
+    assert available_memory_bytes(meminfo, v2) == 4_000_000 * 1024
 
 
 def test_weights_bytes_counts_what_the_runtime_reads(trained: dict[str, TrainResult]) -> None:

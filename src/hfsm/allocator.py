@@ -140,3 +140,26 @@ def reexec_with_allocator(environ: Mapping[str, str]) -> None:
         log.warning(
             "could not restart with %s (%s): %s; keeping glibc's malloc", preload.name, preload.library, exc
         )
+
+
+def release_free_memory() -> None:
+    """Hand the memory the allocator holds free back to the kernel (a multi-model unload).
+
+    tcmalloc and glibc keep freed memory for reuse: after an unload the process's resident memory
+    stays, the container's usage with it, and the next load would be refused (507) however many
+    models SageMaker unloads. tcmalloc: ``MallocExtension_ReleaseFreeMemory``; glibc: ``malloc_trim``;
+    jemalloc returns memory on its own schedule (decay) and is left alone.
+    """
+    import ctypes
+
+    process = ctypes.CDLL(None)
+    for symbol in ("MallocExtension_ReleaseFreeMemory", "malloc_trim"):
+        function = getattr(process, symbol, None)
+        if function is None:
+            continue
+        if symbol == "malloc_trim":
+            function(ctypes.c_size_t(0))
+        else:
+            function()
+        log.debug("freed memory released to the kernel (%s)", symbol)
+        return

@@ -35,7 +35,11 @@ class ModelBundle:
         path = model_dir / BUNDLE_FILE
         if not path.is_file():
             raise UserError(f"{model_dir} is not a model folder written by train: {BUNDLE_FILE} is missing")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("task") not in TASK_NAMES:
-            raise UserError(f"{path}: unknown task {data.get('task')!r}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{path} cannot be read ({exc}): the model folder is damaged") from None
+        if not isinstance(data, dict) or data.get("task") not in TASK_NAMES:
+            task = data.get("task") if isinstance(data, dict) else None
+            raise UserError(f"{path}: unknown task {task!r}")
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})

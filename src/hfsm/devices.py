@@ -52,17 +52,17 @@ def available_memory_bytes(
                 break
     except (OSError, ValueError, IndexError):
         pass
-    for limit_file, usage_file, inactive_key in (
-        ("memory.max", "memory.current", "inactive_file"),
-        ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+    for folder, limit_file, usage_file, inactive_key in (
+        (cgroup, "memory.max", "memory.current", "inactive_file"),  # v2: one unified hierarchy
+        (cgroup / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),  # v1
     ):
         try:
-            limit = (cgroup / limit_file).read_text().strip()
-            usage = int((cgroup / usage_file).read_text().strip())
+            limit = (folder / limit_file).read_text().strip()
+            usage = int((folder / usage_file).read_text().strip())
         except (OSError, ValueError):
             continue
         if limit.isdigit() and int(limit) < 1 << 60:  # not "max", nor v1's "no limit" (about 2**63)
-            candidates.append(max(0, int(limit) - usage + _cgroup_stat(cgroup / "memory.stat", inactive_key)))
+            candidates.append(max(0, int(limit) - usage + _cgroup_stat(folder / "memory.stat", inactive_key)))
         break
     return min(candidates) if candidates else None
 

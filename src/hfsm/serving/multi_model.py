@@ -14,10 +14,12 @@ worker uses every core through torch's or ONNX Runtime's threads.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from flask import Flask, Response, request
 
@@ -30,6 +32,9 @@ from .settings import ServingSettings
 from .state import PredictorLike
 
 DEFAULT_PAGE_SIZE = 100
+MAX_NAME_BYTES = 1024
+"""Longest model name, percent-encoded: gunicorn refuses request lines over 4094 bytes (414), and a
+model loaded under a longer name could never be invoked nor unloaded."""
 
 
 def create_multi_model_app(
@@ -46,12 +51,19 @@ def create_multi_model_app(
         batch_wait_s=settings.batch_wait_ms / 1000,
         memory_limit_bytes=settings.models_memory_mb * 2**20 if settings.models_memory_mb else None,
         **({"available_memory": available_memory} if available_memory is not None else {}),
+        state_file=settings.models_state_file,
     )
     app = base_app(settings)
     app.extensions["hfsm"] = registry
+    lost = registry.to_restore()
+    if lost:  # this worker replaces one that died: SageMaker still routes to the models it had
+        registry.restoring = True
+        threading.Thread(target=registry.restore, args=(lost,), name="hfsm-restore", daemon=True).start()
 
     @app.get("/ping")
     def ping() -> Response:
+        if registry.restoring:
+            return json_response({"status": "loading", "models": len(registry)}, 503)
         return json_response({"status": "ready", "models": len(registry)}, 200)
 
     @app.post("/invocations")
@@ -110,6 +122,11 @@ def load_request(body: bytes, max_depth: int) -> tuple[str, str]:
         if not isinstance(value, str) or not value.strip():
             raise RequestError(f"a Load Model request needs {key!r}, a non-empty string")
         fields.append(value)
+    if len(quote(fields[0], safe="")) > MAX_NAME_BYTES:
+        raise RequestError(
+            f"model_name of {len(fields[0])} characters: longer than {MAX_NAME_BYTES} bytes in a URL, it "
+            "could not be addressed as /models/<name> (HTTP request lines end at 4 KB)"
+        )
     if "/" in fields[0]:
         raise RequestError(
             f"model_name {fields[0]!r}: a name with '/' could not be addressed as /models/<name>"

@@ -14,7 +14,9 @@ registry's lock, so that requests to other models go on meanwhile.
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..allocator import release_free_memory
 from ..bundle import ModelBundle
 from ..devices import available_memory_bytes
 from ..errors import RequestError
 from ..inference.batching import MicroBatcher
 from ..inference.onnx_engine import INT8_FILE, MODEL_FILE, ONNX_DIR
 from ..inference.predictor import ModelError, Outcome, PredictOptions, resolve_runtime
+from ..training.checkpoints import safetensors_problem
 from .state import PredictorLike
 
 log = logging.getLogger("hfsm.serve")
@@ -68,6 +72,15 @@ def weights_bytes(model_dir: Path, runtime: str, options: PredictOptions) -> int
     return sum(path.stat().st_size for path in files if path.is_file())
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a load failed for want of memory: Python's MemoryError, torch's OutOfMemoryError (a
+    RuntimeError), or ONNX Runtime's std::bad_alloc, which reaches us inside a UserError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return "bad_alloc" in text or "Failed to allocate memory" in text
+
+
 class ModelRegistry:
     """Thread-safe name -> loaded model map with SageMaker's statuses: 409 for a name already loaded
     (or being loaded), 404 for one that is not, 507 for a model that does not fit.
@@ -85,6 +98,7 @@ class ModelRegistry:
         batch_wait_s: float,
         memory_limit_bytes: int | None = None,
         available_memory: Callable[[], int | None] = available_memory_bytes,
+        state_file: Path | None = None,
     ) -> None:
         self._loader = loader
         self._options = options
@@ -96,6 +110,9 @@ class ModelRegistry:
         self._loading: dict[str, int] = {}
         """Names being loaded, with the weight bytes they will take (admission counts them)."""
         self._lock = threading.Lock()
+        self._state_file = state_file
+        self.restoring = False
+        """True while a replacement worker loads again what its predecessor had loaded."""
 
     def __len__(self) -> int:
         with self._lock:
@@ -104,9 +121,46 @@ class ModelRegistry:
     def get(self, name: str) -> LoadedModel:
         with self._lock:
             model = self._models.get(name)
+            loading = name in self._loading
+        if model is None and loading:
+            raise RequestError(f"model {name!r} is being loaded; retry shortly", 503)
         if model is None:
             raise RequestError(f"model {name!r} is not loaded", 404)
         return model
+
+    def to_restore(self) -> dict[str, str]:
+        """The models a previous worker of this server had loaded (name -> url), from the state file."""
+        if self._state_file is None or not self._state_file.is_file():
+            return {}
+        try:
+            saved = json.loads(self._state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s (%s): no models to load again", self._state_file, exc)
+            return {}
+        return {str(name): str(url) for name, url in saved.items()} if isinstance(saved, dict) else {}
+
+    def restore(self, models: dict[str, str]) -> None:
+        """Load again the models a worker that died had loaded: SageMaker still routes to them."""
+        self.restoring = True
+        try:
+            log.info("a previous worker had %d model(s) loaded: loading them again", len(models))
+            for name, url in models.items():
+                try:
+                    self.load(name, url)
+                except Exception:
+                    log.exception("model %r (%s) could not be loaded again", name, url)
+        finally:
+            self.restoring = False
+            self._save_state()
+
+    def _save_state(self) -> None:
+        if self._state_file is None:
+            return
+        with self._lock:
+            text = json.dumps({name: model.url for name, model in self._models.items()})
+        partial = self._state_file.with_suffix(".partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, self._state_file)  # a worker killed mid-write leaves the previous list
 
     def page(self, limit: int, after: str | None = None) -> tuple[list[LoadedModel], str | None]:
         """Up to ``limit`` models by name, after the name ``after``, and the token of the next page
@@ -136,18 +190,26 @@ class ModelRegistry:
             raise RequestError(f"model {name!r}: {url} is not a folder", 400)
         bundle = ModelBundle.load(model_dir)  # a UserError (400) for a folder train did not write
         runtime = resolve_runtime(model_dir, self._options)
+        if runtime == "torch":
+            for weights in sorted(model_dir.glob("*.safetensors")):
+                problem = safetensors_problem(weights)
+                if problem is not None:
+                    raise RequestError(f"model {name!r}: {problem}; upload its model.tar.gz again", 400)
         size = weights_bytes(model_dir, runtime, self._options)
         self._admit(name, size)
         started = time.monotonic()
         try:
             predictor = self._loader(model_dir)
             predictor.warmup()
-        except MemoryError:
-            raise RequestError(
-                f"model {name!r}: out of memory while loading; unload other models", 507
-            ) from None
         except ModelError as exc:  # it loads but cannot answer (NaN weights): the model's to fix
             raise RequestError(f"model {name!r} cannot serve: {exc}", 400) from None
+        except Exception as exc:
+            if not out_of_memory(exc):
+                raise
+            raise RequestError(
+                f"model {name!r}: out of memory while loading ({type(exc).__name__}); unload other models",
+                507,
+            ) from None
         model = LoadedModel(
             name=name,
             url=url,
@@ -161,6 +223,8 @@ class ModelRegistry:
         )
         with self._lock:
             self._models[name] = model
+        if not self.restoring:
+            self._save_state()
         log.info(
             "model %r loaded from %s (%s, %s, %.0f MB of weights) in %.1fs",
             name, url, bundle.task, runtime, size / 2**20, time.monotonic() - started,
@@ -194,11 +258,17 @@ class ModelRegistry:
     def unload(self, name: str) -> None:
         """Forget ``name`` and free its memory once the requests already queued for it are answered."""
         with self._lock:
+            if name in self._loading:
+                raise RequestError(
+                    f"model {name!r} is being loaded; unload it once its load has answered", 409
+                )
             model = self._models.pop(name, None)
         if model is None:
             raise RequestError(f"model {name!r} is not loaded", 404)
         if not model.predictor.close(timeout=60):
             log.warning("model %r: requests still running 60 s after its unload", name)
         del model
+        self._save_state()
         gc.collect()  # what reference cycles the model's objects are in: free them now, not some day
+        release_free_memory()  # else the allocator keeps it, and the next load is refused for it
         log.info("model %r unloaded", name)

@@ -16,11 +16,14 @@ Why these choices:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from gunicorn import glogging
@@ -123,6 +126,8 @@ def serve(environ: Mapping[str, str] | None = None) -> None:
 
     settings = ServingSettings.from_environ(environ)
     if settings.multi_model:
+        state = Path(tempfile.mkdtemp(prefix="hfsm-models-")) / "loaded.json"
+        settings = dataclasses.replace(settings, models_state_file=state)
         log.info(
             "serving a multi-model endpoint on %s:%d: models load on POST /models; 1 worker x %d threads, "
             "%d compute threads%s",

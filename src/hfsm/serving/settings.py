@@ -57,6 +57,9 @@ class ServingSettings:
     multi_model: bool = False
     """A multi-model endpoint (SageMaker sets SAGEMAKER_MULTI_MODEL=true): no model at start, models
     loaded and unloaded by name through /models (see :mod:`.multi_model`)."""
+    models_state_file: Path | None = None
+    """Multi-model: where the worker records the models it has loaded, so that a replacement worker
+    (the first one killed, out of memory) loads them again; set by ``serve`` in the master."""
     models_memory_mb: int | None = None
     """Multi-model: the most memory the loaded models' weights may take together; None: the memory
     the container has left decides."""
