@@ -113,6 +113,8 @@ class ModelRegistry:
         self._state_file = state_file
         self.restoring = False
         """True while a replacement worker loads again what its predecessor had loaded."""
+        self._pending: set[str] = set()
+        """Names still to be loaded again: requests to them are told to retry (503), not 404."""
 
     def __len__(self) -> int:
         with self._lock:
@@ -121,7 +123,7 @@ class ModelRegistry:
     def get(self, name: str) -> LoadedModel:
         with self._lock:
             model = self._models.get(name)
-            loading = name in self._loading
+            loading = name in self._loading or name in self._pending
         if model is None and loading:
             raise RequestError(f"model {name!r} is being loaded; retry shortly", 503)
         if model is None:
@@ -142,6 +144,8 @@ class ModelRegistry:
     def restore(self, models: dict[str, str]) -> None:
         """Load again the models a worker that died had loaded: SageMaker still routes to them."""
         self.restoring = True
+        with self._lock:
+            self._pending = set(models)
         try:
             log.info("a previous worker had %d model(s) loaded: loading them again", len(models))
             for name, url in models.items():
@@ -149,6 +153,9 @@ class ModelRegistry:
                     self.load(name, url)
                 except Exception:
                     log.exception("model %r (%s) could not be loaded again", name, url)
+                finally:
+                    with self._lock:
+                        self._pending.discard(name)
         finally:
             self.restoring = False
             self._save_state()
