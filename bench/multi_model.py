@@ -154,10 +154,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"rec/s ({ratio:.3f}x), answers {identical:.2f}% identical"
     )
     rss = cycles["worker_rss_mb_after_each_unload"]
-    print(
-        f"load {cycles['load_seconds_median']:.2f} s (median of {args.cycles}); worker RSS after each unload "
-        f"{rss[0]:.0f} .. {rss[-1]:.0f} MB (before any load {cycles['worker_rss_mb_before_any_load']:.0f} MB)"
-    )
+    if rss:
+        median, before = cycles["load_seconds_median"], cycles["worker_rss_mb_before_any_load"]
+        print(
+            f"load {median:.2f} s (median of {args.cycles}); worker RSS after each unload "
+            f"{rss[0]:.0f} .. {rss[-1]:.0f} MB (before any load {before:.0f} MB)"
+        )
     write_results(args.output, results)
 
 
