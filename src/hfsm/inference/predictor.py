@@ -13,8 +13,8 @@ process, the codecs and a worker serving an ONNX export stay light.
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import os
 import re
 import threading
@@ -228,12 +228,13 @@ class Predictor:
         outcome = self.predict([record])[0]
         if isinstance(outcome, RecordError):
             raise RuntimeError(f"warm-up prediction failed: {outcome.message}")
-        if not _finite(outcome):
-            # /ping must not say ready for a model that can only answer 500s
+        try:  # /ping must not say ready for a model whose answers cannot be encoded (NaN: a 500 each)
+            json.dumps(outcome, allow_nan=False)
+        except ValueError:
             raise ModelError(
                 "the model answers NaN or infinite scores: its weights diverged in training (a "
                 "learning_rate too high?); retrain it"
-            )
+            ) from None
         if self.task.token_level and self.options.pack_sequences is not False:
             self.engine.decide_packing(self.packing_probe())
 
@@ -397,16 +398,6 @@ def _boxes(value: Any, n_words: int) -> list[Box] | RecordError:
 
 class ModelError(RuntimeError):
     """A model folder that loads but cannot answer."""
-
-
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(item) for item in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_finite(item) for item in value)
-    return True
 
 
 def json_type(value: Any) -> str:

@@ -14,7 +14,6 @@ worker uses every core through torch's or ONNX Runtime's threads.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -57,8 +56,7 @@ def create_multi_model_app(
     app.extensions["hfsm"] = registry
     lost = registry.to_restore()
     if lost:  # this worker replaces one that died: SageMaker still routes to the models it had
-        registry.restoring = True
-        threading.Thread(target=registry.restore, args=(lost,), name="hfsm-restore", daemon=True).start()
+        registry.restore_in_background(lost)
 
     @app.get("/ping")
     def ping() -> Response:

@@ -30,6 +30,7 @@ from ..devices import available_memory_bytes
 from ..errors import RequestError
 from ..inference.batching import MicroBatcher
 from ..inference.onnx_engine import INT8_FILE, MODEL_FILE, ONNX_DIR
+from ..inference.onnx_engine import weights_bytes as safetensors_bytes
 from ..inference.predictor import ModelError, Outcome, PredictOptions, resolve_runtime
 from ..training.checkpoints import safetensors_problem
 from .state import PredictorLike
@@ -67,9 +68,8 @@ def weights_bytes(model_dir: Path, runtime: str, options: PredictOptions) -> int
     if runtime == "onnxruntime":
         graph = INT8_FILE if options.quantize == "int8" else MODEL_FILE
         files = list((model_dir / ONNX_DIR).glob(f"{graph}*"))  # the graph and any external data
-    else:
-        files = [*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]
-    return sum(path.stat().st_size for path in files if path.is_file())
+        return sum(path.stat().st_size for path in files if path.is_file())
+    return safetensors_bytes(model_dir)  # torch loads safetensors only
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -111,10 +111,8 @@ class ModelRegistry:
         """Names being loaded, with the weight bytes they will take (admission counts them)."""
         self._lock = threading.Lock()
         self._state_file = state_file
-        self.restoring = False
-        """True while a replacement worker loads again what its predecessor had loaded."""
         self._pending: set[str] = set()
-        """Names still to be loaded again: requests to them are told to retry (503), not 404."""
+        """Names a replacement worker is still to load again: requests to them are told to retry (503)."""
 
     def __len__(self) -> int:
         with self._lock:
@@ -141,11 +139,20 @@ class ModelRegistry:
             return {}
         return {str(name): str(url) for name, url in saved.items()} if isinstance(saved, dict) else {}
 
-    def restore(self, models: dict[str, str]) -> None:
-        """Load again the models a worker that died had loaded: SageMaker still routes to them."""
-        self.restoring = True
+    @property
+    def restoring(self) -> bool:
+        """True while a replacement worker loads again what its predecessor had loaded."""
+        with self._lock:
+            return bool(self._pending)
+
+    def restore_in_background(self, models: dict[str, str]) -> None:
+        """Load again, in a thread, the models a worker that died had loaded: SageMaker still routes
+        to them. :attr:`restoring` is true from now until the last is done."""
         with self._lock:
             self._pending = set(models)
+        threading.Thread(target=self._restore, args=(models,), name="hfsm-restore", daemon=True).start()
+
+    def _restore(self, models: dict[str, str]) -> None:
         try:
             log.info("a previous worker had %d model(s) loaded: loading them again", len(models))
             for name, url in models.items():
@@ -157,7 +164,6 @@ class ModelRegistry:
                     with self._lock:
                         self._pending.discard(name)
         finally:
-            self.restoring = False
             self._save_state()
 
     def _save_state(self) -> None:

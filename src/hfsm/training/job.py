@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ from ..bundle import ModelBundle
 from ..config import parse_hyperparameters
 from ..data.records import Dataset, ordered_labels, word_spans
 from ..data.windows import WordTokenizer
-from ..errors import OutputError, TrainingInterrupted, UserError
+from ..errors import TrainingInterrupted, UserError
 from ..inference.onnx_engine import ONNX_DIR
 from ..inference.postprocess import (
     classif_prediction,
@@ -35,12 +32,12 @@ from .checkpoints import (
     foreign_checkpoint_reason,
     latest_complete_checkpoint,
     mean_training_loss,
-    safetensors_problem,
 )
 from .distributed import agreed_checkpoint, log_share, share_first_process_weights
 from .features import EncodedSplit, LengthSortedSplit, encode_split
 from .lora import final_model, is_lora, with_lora
 from .model_loading import load_tokenizer_and_model, resolve_model_source
+from .outputs import check_artifacts, check_weights_finite, finite_or_null, writing
 from .predictions import example_outputs, gold_and_pred
 from .splits import Splits, read_splits
 
@@ -488,36 +485,6 @@ class TrainingRun:
         )
 
 
-@contextmanager
-def writing(what: str, path: Path) -> Iterator[None]:
-    """Turn any failure to write an output (no space, read-only, a file where a folder belongs;
-    tokenizers raise plain ``Exception`` for these) into an :class:`OutputError` naming the path."""
-    try:
-        yield
-    except Exception as exc:
-        raise OutputError(f"could not write {what} to {path}: {type(exc).__name__}: {exc}") from exc
-
-
-def check_artifacts(model_dir: Path, metrics: Path) -> None:
-    """Fail unless the files the endpoint and the caller need are there and whole.
-
-    The job's contract is to never exit 0 without its artifacts: this is the last step before it does.
-    """
-    problems = []
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file() and not (model_dir / "model.safetensors.index.json").is_file():
-        problems.append(f"{weights} is missing")
-    elif weights.is_file() and (problem := safetensors_problem(weights)):
-        problems.append(problem)
-    for path in (model_dir / "config.json", model_dir / "hfsm.json", metrics):
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            problems.append(f"{path} cannot be read back: {exc}")
-    if problems:
-        raise OutputError(f"the job's outputs are incomplete after writing them: {'; '.join(problems)}")
-
-
 def train(env: SageMakerEnv) -> dict[str, Any]:
     from .distributed import close_process_group
 
@@ -528,27 +495,3 @@ def train(env: SageMakerEnv) -> dict[str, Any]:
         raise
     close_process_group(finished=True)
     return results
-
-
-def check_weights_finite(model: Any, step: int, learning_rate: float) -> None:
-    """Refuse to write a model whose training diverged: its weights hold NaN or infinities, it would
-    answer NaN for every text, and an endpoint could only fail on it."""
-    import torch
-
-    broken = [name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()]
-    if broken:
-        raise UserError(
-            f"Training diverged: after step {step}, {len(broken)} weight tensors hold NaN or infinite values "
-            f"(e.g. {broken[0]}). Lower learning_rate (now {learning_rate:g}), or keep max_grad_norm above 0."
-        )
-
-
-def finite_or_null(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None, for strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite_or_null(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_null(item) for item in value]
-    return value
