@@ -17,6 +17,7 @@ from hfsm.inference.codecs import (
     response_media_type,
 )
 from hfsm.inference.predictor import RecordError
+from hfsm.inference.toolkit_form import MANY, PAIR, SINGLE, PipelineInput, ToolkitRecord
 
 
 def records_of(body: str | bytes, media_type: str = JSON) -> list[dict | None]:
@@ -96,12 +97,41 @@ def test_json_forms_of_one_or_many_records() -> None:
     assert records_of('"bare"') == [{"text": "bare"}]
 
 
-def test_hugging_face_toolkit_inputs_forms() -> None:
-    assert records_of('{"inputs": "one"}') == [{"text": "one"}]
-    assert records_of('{"inputs": ["one", "two"], "parameters": {}}') == [{"text": "one"}, {"text": "two"}]
-    assert records_of('{"inputs": {"text": "t", "bbox": [[1, 2, 3, 4]]}}') == [
-        {"text": "t", "bbox": [[1, 2, 3, 4]]}
+def test_toolkit_form_is_one_toolkit_record_answered_unwrapped() -> None:
+    single = decode_request(b'{"inputs": "one"}', JSON)
+    assert single.toolkit and single.texts == 1
+    assert single.records() == [ToolkitRecord((PipelineInput("one"),), SINGLE, {})]
+    many = decode_request(
+        b'{"inputs": ["one", {"text": "a", "text_pair": "b"}], "parameters": {"top_k": 2}}', JSON
+    )
+    assert many.records() == [
+        ToolkitRecord((PipelineInput("one"), PipelineInput("a", "b")), MANY, {"top_k": 2})
     ]
+    assert many.texts == 2
+    pair = decode_request(b'{"inputs": {"text": "a", "text_pair": "b"}}', JSON)
+    assert pair.records() == [ToolkitRecord((PipelineInput("a", "b"),), PAIR, {})]
+    assert single.respond([[{"entity": "B-PER", "score": 0.5}]], JSON) == b'[{"entity":"B-PER","score":0.5}]'
+    # records of our own form keep our schema, even with an 'inputs' field
+    assert records_of('{"data": [{"inputs": "x"}]}') == [{"inputs": "x", "text": "x"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"inputs": 3}', "'inputs' must be a string, a list of strings or"),
+        ('{"inputs": [3]}', "inputs[0] must be a string or"),
+        ('{"inputs": "x", "parameters": []}', "'parameters' must be a JSON object"),
+        ('{"inputs": "x", "id": 1}', "unknown key(s) 'id' next to 'inputs'"),
+        ('{"inputs": {"text": "t", "bbox": [[1, 2, 3, 4]]}}', "word boxes are not part of the toolkit form"),
+        ('{"inputs": {"text": "t", "pair": "u"}}', "unknown key(s) 'pair'"),
+        ('{"inputs": {"text_pair": "u"}}', "'text' must be a string, got null"),
+    ],
+)
+def test_toolkit_form_errors_name_what_is_wrong(body: str, message: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        decode_request(body.encode(), JSON).raise_first_error()
+    assert caught.value.status == 400
+    assert message in str(caught.value)
 
 
 def test_json_records_keep_their_boxes() -> None:
@@ -169,7 +199,11 @@ def test_jsonlines_bad_lines_are_answered_in_place_with_their_line_number() -> N
     assert errors[5] is None and errors[6] is None
     decoded = decode_request(body.encode(), JSONLINES)
     assert decoded.line_by_line
-    assert decoded.records() == [{"text": "a"}, {"text": "plain string"}, {"inputs": "hf", "text": "hf"}]
+    assert decoded.records() == [
+        {"text": "a"},
+        {"text": "plain string"},
+        ToolkitRecord((PipelineInput("hf"),), SINGLE, {}),
+    ]
 
 
 def test_jsonlines_invalid_utf8_fails_only_its_line() -> None:

@@ -82,7 +82,7 @@ def test_a_multi_model_server_is_healthy_without_models(servers: dict[str, LiveS
     assert multi.statuses[-1] == 200
     assert ok_json(multi.get("/ping"))["status"] == "ready"
     assert "serving a multi-model endpoint" in multi.logs()
-    message = error_of(multi.post(json.dumps({"inputs": "hello"})), 404)
+    message = error_of(multi.post(json.dumps({"text": "hello"})), 404)
     assert "/models/<name>/invoke" in message
 
 
@@ -103,23 +103,23 @@ def test_models_load_answer_and_unload_by_name(
         assert "nextPageToken" not in listed
 
         # each model answers for its own task
-        ner = ok_json(invoke(multi, "m-ner", json.dumps({"inputs": "Obama met Merkel in Berlin"})))
+        ner = ok_json(invoke(multi, "m-ner", json.dumps({"text": "Obama met Merkel in Berlin"})))
         assert len(ner["predictions"][0]["pred"]) == 5
-        classif = ok_json(invoke(multi, "m-classif", json.dumps({"inputs": ["good", "bad"]})))
+        classif = ok_json(invoke(multi, "m-classif", json.dumps({"data": ["good", "bad"]})))
         assert [set(p) for p in classif["predictions"]] == [{"pred", "proba", "scores"}] * 2
-        regression = ok_json(invoke(multi, "m-regression", json.dumps({"inputs": "fine"})))
+        regression = ok_json(invoke(multi, "m-regression", json.dumps({"text": "fine"})))
         assert isinstance(regression["predictions"][0]["pred"], float)
         boxes = {"text": "Invoice total", "bbox": [[0, 0, 10, 10], [20, 0, 40, 10]]}
         assert len(ok_json(invoke(multi, "m-ner_bbox", json.dumps(boxes)))["predictions"][0]["pred"]) == 2
 
         ok_json(delete(multi, "m-classif"))
-        assert "not loaded" in error_of(invoke(multi, "m-classif", json.dumps({"inputs": "x"})), 404)
+        assert "not loaded" in error_of(invoke(multi, "m-classif", json.dumps({"text": "x"})), 404)
         assert "not loaded" in error_of(multi.get("/models/m-classif"), 404)
         assert "not loaded" in error_of(delete(multi, "m-classif"), 404)
         assert ok_json(multi.get("/ping"))["models"] == len(tasks) - 1
         # loaded again under the same name after its unload
         ok_json(load(multi, "m-classif", trained["classif"].model_dir))
-        assert len(ok_json(invoke(multi, "m-classif", json.dumps({"inputs": "x"})))["predictions"]) == 1
+        assert len(ok_json(invoke(multi, "m-classif", json.dumps({"text": "x"})))["predictions"]) == 1
     finally:
         for name in tasks:
             delete(multi, f"m-{name}")
@@ -136,7 +136,7 @@ def test_invoke_answers_exactly_what_a_single_model_endpoint_answers(
         lines = "\n".join(json.dumps(line) for line in NER_LINES) + "\n{broken\n"
         texts = [line["text"] for line in NER_LINES if line["text"].strip()]
         bodies = [
-            (json.dumps({"inputs": texts}), "application/json"),
+            (json.dumps({"data": texts}), "application/json"),
             (lines, JSONL),
             ("{broken", "application/json"),
             ("hello", "text/csv"),
@@ -163,7 +163,7 @@ def test_loading_a_name_twice_is_409_and_bad_loads_say_why(
     try:
         assert "already loaded" in error_of(load(multi, "twice", trained["classif"].model_dir), 409)
         # the first model still answers
-        assert "pred" in ok_json(invoke(multi, "twice", json.dumps({"inputs": "x"})))["predictions"][0]
+        assert "pred" in ok_json(invoke(multi, "twice", json.dumps({"text": "x"})))["predictions"][0]
     finally:
         ok_json(delete(multi, "twice"))
     bad = {
@@ -174,7 +174,9 @@ def test_loading_a_name_twice_is_409_and_bad_loads_say_why(
         json.dumps({"model_name": "", "url": "/x"}): "'model_name'",
         json.dumps({"model_name": "a/b", "url": "/x"}): "'/'",
         json.dumps({"model_name": "x", "url": str(tmp_path / "missing")}): "is not a folder",
-        json.dumps({"model_name": "x", "url": str(tmp_path)}): "hfsm.json is missing",
+        json.dumps(
+            {"model_name": "x", "url": str(tmp_path)}
+        ): "is not a Hugging Face model folder: it has no config.json",
         "[" * 100_000 + "]" * 100_000: "HFSM_MAX_JSON_DEPTH",
         json.dumps({"model_name": "x", "url": "/x"})[:-1] + ', "n": ' + "9" * 5000 + "}": "digits",
     }
@@ -222,7 +224,7 @@ def test_a_model_that_does_not_fit_is_507_until_another_is_unloaded(
         assert [m["modelName"] for m in ok_json(capped.get("/models"))["models"]] == names
         ok_json(delete(capped, names[0]))
         ok_json(load(capped, "one-more", model))
-        assert len(ok_json(invoke(capped, "one-more", json.dumps({"inputs": "x"})))["predictions"]) == 1
+        assert len(ok_json(invoke(capped, "one-more", json.dumps({"text": "x"})))["predictions"]) == 1
     finally:
         for name in [*names, "one-more"]:
             delete(capped, name)
@@ -238,7 +240,7 @@ def test_concurrent_requests_to_several_models_get_their_own_answers(
 
     def client(name: str, key: str) -> None:
         for index in range(10):
-            answer = invoke(multi, name, json.dumps({"inputs": f"text number {index}"}))
+            answer = invoke(multi, name, json.dumps({"text": f"text number {index}"}))
             if answer.status_code != 200 or key not in answer.json()["predictions"][0]:
                 failures.append(f"{name}: {answer.status_code} {answer.text[:200]}")
 
@@ -275,7 +277,7 @@ def test_a_replacement_worker_loads_again_what_the_dead_one_had(
             time.sleep(0.2)
         assert ok_json(multi.get("/ping")) == {"status": "ready", "models": 1}
         assert [m["modelName"] for m in ok_json(multi.get("/models"))["models"]] == ["survivor"]
-        assert "pred" in ok_json(invoke(multi, "survivor", json.dumps({"inputs": "x"})))["predictions"][0]
+        assert "pred" in ok_json(invoke(multi, "survivor", json.dumps({"text": "x"})))["predictions"][0]
         assert "loading them again" in multi.logs()
     finally:
         delete(multi, "survivor")

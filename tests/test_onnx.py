@@ -412,7 +412,7 @@ def test_local_export_onnx_command(trained: dict[str, TrainResult], tmp_path: Pa
         cwd=ROOT,
     )
     assert missing.returncode == 1
-    assert "not a model folder written by train" in missing.stdout + missing.stderr
+    assert "nothing is not a folder" in missing.stdout + missing.stderr
 
 
 def test_the_server_answers_from_the_export_without_torch_in_its_worker(

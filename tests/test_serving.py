@@ -108,10 +108,17 @@ def test_classification_tasks_in_every_json_form(servers: dict[str, LiveServer])
                 set(p["pred"]) <= set(p["scores"]) and len(p["pred"]) == len(p["proba"]) for p in predictions
             )
         single = ok_json(server.post(json.dumps({"text": texts[0]})))["predictions"]
-        hf = ok_json(server.post(json.dumps({"inputs": texts[0]})))["predictions"]
-        hf_list = ok_json(server.post(json.dumps({"inputs": texts})))["predictions"]
-        assert single == hf == predictions[:1]
-        assert hf_list == predictions
+        assert single == predictions[:1]
+        # the toolkit form: the text-classification pipeline's answers, the same probabilities
+        (top,) = ok_json(server.post(json.dumps({"inputs": texts[0]})))
+        assert set(top) == {"label", "score"}
+        assert abs(top["score"] - max(predictions[0]["scores"].values())) < 1e-5
+        every = ok_json(server.post(json.dumps({"inputs": texts, "parameters": {"top_k": None}})))
+        for labels, prediction in zip(every, predictions, strict=True):
+            toolkit_scores = {d["label"]: d["score"] for d in labels}
+            assert set(toolkit_scores) == set(prediction["scores"])
+            # our schema rounds probabilities to 6 decimals
+            assert all(abs(toolkit_scores[k] - v) < 1e-5 for k, v in prediction["scores"].items())
 
 
 def test_regression_answers_numbers(servers: dict[str, LiveServer]) -> None:
@@ -169,7 +176,7 @@ def test_ner_with_boxes(servers: dict[str, LiveServer]) -> None:
 
 def test_jsonlines_in_and_out_and_accept(servers: dict[str, LiveServer]) -> None:
     server = servers["classif"]
-    body = jsonl({"text": "a"}, {"text": "b"}, {"inputs": "c"})
+    body = jsonl({"text": "a"}, {"text": "b"}, '"c"')
     as_lines = server.post(body, content_type="application/jsonlines; charset=utf-8")
     assert as_lines.status_code == 200
     assert as_lines.headers["Content-Type"] == "application/jsonlines"
@@ -329,7 +336,7 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_zero(servers: dict[
 def test_serve_fails_fast_without_a_model(tmp_path: Path) -> None:
     server = LiveServer.start(tmp_path / "missing", tmp_path / "logs")
     assert server.process.wait(60) == 1
-    assert "hfsm.json is missing" in server.logs()
+    assert "missing is not a folder" in server.logs()
 
 
 def test_bf16_autocast_serves_over_http_and_fp16_on_a_cpu_fails_the_health_check(

@@ -293,6 +293,20 @@ def event(name: str) -> None:
         hypothesis_event(name)
 
 
+def sent_in_toolkit_form(sent: Sent) -> bool:
+    try:
+        value = json.loads(sent.body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(value, dict) and "inputs" in value
+
+
+def is_toolkit_answer(answer: Any) -> bool:
+    """The transformers pipeline's output: a list (entities, labels, or one per input), or the bare
+    ``{"label", "score"}`` of one text pair."""
+    return isinstance(answer, list) or (isinstance(answer, dict) and set(answer) == {"label", "score"})
+
+
 def check_answer(sent: Sent, status: int, content_type: str, body: bytes) -> None:
     """200 or an allowed 4xx; a JSON error that says something; a 200 that answers every record."""
     assert status in ALLOWED, f"{status} for {sent!r}:\n{body[:1000]!r}"
@@ -303,6 +317,12 @@ def check_answer(sent: Sent, status: int, content_type: str, body: bytes) -> Non
         error = json.loads(body)["error"]
         assert isinstance(error, str) and error.strip()
         return
+    sent_as_lines = (sent.content_type or JSON).partition(";")[0].strip().lower() in JSONLINES_TYPES
+    if not sent_as_lines and sent_in_toolkit_form(sent):
+        answer = json.loads(body)  # JSON, or the one line of JSON Lines
+        assert is_toolkit_answer(answer), answer
+        event("200 in the toolkit form")
+        return
     if media_type == JSON:
         answers = json.loads(body)["predictions"]
     else:
@@ -311,6 +331,8 @@ def check_answer(sent: Sent, status: int, content_type: str, body: bytes) -> Non
         answers = [json.loads(line) for line in body.decode("utf-8").split("\n")] if body else []
     event("200 with predictions" if any("pred" in answer for answer in answers) else "200, no prediction")
     for answer in answers:
+        if is_toolkit_answer(answer):  # a JSON Lines line in the toolkit form
+            continue
         assert isinstance(answer, dict) and ("pred" in answer or set(answer) == {"error"}), answer
         if "pred" in answer and isinstance(answer["pred"], list) and "entities" in answer:  # NER
             assert len(answer["pred"]) == len(answer["proba"])

@@ -93,7 +93,7 @@ def catalogue() -> dict[str, Request]:
     for index in range(6):
         chosen = texts[index : index + 2 + index]
         catalogue[f"data {index}"] = Request(json.dumps({"data": [{"text": t} for t in chosen]}).encode())
-    catalogue["inputs as lines"] = Request(json.dumps({"inputs": texts[3:9]}).encode(), accept=JSONL)
+    catalogue["data as lines"] = Request(json.dumps({"data": texts[3:9]}).encode(), accept=JSONL)
     good_and_bad_lines = [json.dumps({"text": texts[5]}), "{broken", "", json.dumps({"text": 3}), '"plain"']
     catalogue["lines"] = Request("\n".join(good_and_bad_lines).encode() + b"\n", JSONL)
     catalogue["lines as json"] = Request("\n".join(good_and_bad_lines).encode(), JSONL, accept=JSON)

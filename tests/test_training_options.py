@@ -232,7 +232,7 @@ def test_schedule_arguments_reach_the_trainer(tmp_path: Path) -> None:
 def test_positions_the_model_takes() -> None:
     from transformers import BertConfig, DebertaV2Config, RobertaConfig
 
-    from hfsm.training.model_loading import usable_positions
+    from hfsm.architectures import usable_positions
 
     assert usable_positions(BertConfig(max_position_embeddings=512)) == 512
     assert usable_positions(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512

@@ -71,6 +71,18 @@ def make_gpt2_model(folder: Path, positions: int = 128) -> Path:
     return folder
 
 
+def tiny_dimensions(vocab_size: int, max_position_embeddings: int) -> dict[str, int]:
+    """A BERT-shaped config small enough to train in seconds."""
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": max_position_embeddings,
+    }
+
+
 def make_base_model(folder: Path, kind: str = "bert", max_position_embeddings: int = 128) -> Path:
     """A pretrained-style backbone folder (no task head) that ``train`` can fine-tune."""
     import torch
@@ -80,14 +92,7 @@ def make_base_model(folder: Path, kind: str = "bert", max_position_embeddings: i
     if kind == "gpt2":
         return make_gpt2_model(folder, max_position_embeddings)
     tokenizer = make_tokenizer(folder)
-    common = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=max_position_embeddings,
-    )
+    common = tiny_dimensions(len(tokenizer), max_position_embeddings)
     if kind == "bert":
         model = BertModel(BertConfig(**common))
     elif kind == "layoutlm":
@@ -95,4 +100,45 @@ def make_base_model(folder: Path, kind: str = "bert", max_position_embeddings: i
     else:
         raise ValueError(kind)
     model.save_pretrained(folder)
+    return folder
+
+
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+CLASS_LABELS = ["negative", "neutral", "positive"]
+PLAIN_TASKS = ("ner", "classif", "multilabel-classif", "regression", "ner-layoutlm")
+
+
+def make_plain_model(
+    folder: Path, task: str, max_position_embeddings: int = 128, safe_serialization: bool = True
+) -> Path:
+    """A classifier folder as plain ``transformers`` saves it (``save_pretrained``, no ``hfsm.json``):
+    what a model.tar.gz made for the Hugging Face inference DLC holds. Random weights, fixed seed."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+        LayoutLMConfig,
+        LayoutLMForTokenClassification,
+    )
+
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer(folder)
+    labels = NER_LABELS if task.startswith("ner") else CLASS_LABELS
+    head: dict = {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
+    if task == "multilabel-classif":
+        head["problem_type"] = "multi_label_classification"
+    if task == "regression":
+        head = {"num_labels": 1}
+    common = {**tiny_dimensions(len(tokenizer), max_position_embeddings), **head}
+    if task == "ner-layoutlm":
+        model = LayoutLMForTokenClassification(LayoutLMConfig(**common, max_2d_position_embeddings=1024))
+    elif task == "ner":
+        model = BertForTokenClassification(BertConfig(**common))
+    else:
+        model = BertForSequenceClassification(BertConfig(**common))
+    model.save_pretrained(folder)
+    if not safe_serialization:  # transformers 5 writes safetensors only: the pickle older versions wrote
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+        (folder / "model.safetensors").unlink()
     return folder

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import RequestError
-from .predictor import Outcome, RecordError, json_type
+from ..json_types import json_type
+from .predictor import Outcome, RecordError
+from .toolkit_form import FormError, ToolkitRecord, is_toolkit_form, read_toolkit_record
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -47,21 +49,32 @@ class Item:
     """One record of a request, or why it could not be read; ``name`` locates it in messages."""
 
     name: str
-    record: dict[str, Any] | None = None
+    record: dict[str, Any] | ToolkitRecord | None = None
     error: RecordError | None = None
+
+    @property
+    def texts(self) -> int:
+        """How many texts the item holds (a toolkit-form record may hold a list of them)."""
+        return len(self.record.inputs) if isinstance(self.record, ToolkitRecord) else 1
 
 
 @dataclass(frozen=True)
 class DecodedRequest:
     media_type: str
     items: list[Item]
+    toolkit: bool = False
+    """A JSON body in the toolkit form: answered with the pipeline's output itself, unwrapped."""
 
     @property
     def line_by_line(self) -> bool:
         """True when bad records are answered in place instead of failing the request."""
         return self.media_type in JSONLINES_TYPES
 
-    def records(self) -> list[dict[str, Any]]:
+    @property
+    def texts(self) -> int:
+        return sum(item.texts for item in self.items)
+
+    def records(self) -> list[dict[str, Any] | ToolkitRecord]:
         return [item.record for item in self.items if item.record is not None]
 
     def raise_first_error(self) -> None:
@@ -85,6 +98,8 @@ class DecodedRequest:
             for name, outcome in zip(names, merged, strict=True):
                 if isinstance(outcome, RecordError):
                     raise RequestError(f"{name}: {outcome.message}", outcome.status)
+            if self.toolkit:
+                return _dumps(merged[0]).encode("utf-8")
         return encode_response(merged, names, media_type)
 
 
@@ -157,11 +172,14 @@ def decode_request(
         raise RequestError('the request body is empty; send records such as {"data": [{"text": "..."}]}')
     if media_type in JSONLINES_TYPES:
         return DecodedRequest(media_type, decode_jsonlines(body, charset, max_depth))
-    return DecodedRequest(media_type, decode_json(body, charset, max_depth))
+    items = decode_json(body, charset, max_depth)
+    toolkit = len(items) == 1 and items[0].name == TOOLKIT_NAME
+    return DecodedRequest(media_type, items, toolkit=toolkit)
 
 
 def decode_json(body: bytes, charset: str = "utf-8", max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> list[Item]:
-    """``{"data": [...]}``, ``{"inputs": ...}`` (the Hugging Face toolkit's form), one record, or a list."""
+    """``{"data": [...]}``, one record, a list of records, or ``{"inputs": ..., "parameters": ...}``
+    (the Hugging Face inference toolkit's form, one :class:`ToolkitRecord`)."""
     text = _decode_text(body, charset, "the request body")
     try:
         value = parse_json(text, max_depth)
@@ -174,9 +192,8 @@ def decode_json(body: bytes, charset: str = "utf-8", max_depth: int = DEFAULT_MA
         raise RequestError(f"invalid JSON in the request body: {exc}") from None
     if isinstance(value, dict) and "data" in value:
         return _items(value["data"], "data")
-    if isinstance(value, dict) and "inputs" in value:
-        inputs = value["inputs"]
-        return _items(inputs, "inputs") if isinstance(inputs, list) else [_item("inputs", inputs)]
+    if is_toolkit_form(value):
+        return [_toolkit_item(TOOLKIT_NAME, value)]
     if isinstance(value, list):
         return _items(value, "")
     if isinstance(value, str) or (isinstance(value, dict) and "text" in value):
@@ -227,7 +244,19 @@ def _line_item(number: int, raw: bytes | str, charset: str, max_depth: int) -> I
         return Item(name, error=RecordError(f"invalid JSON: {exc}"))
     except RequestError as exc:
         return Item(name, error=RecordError(str(exc), exc.status))
+    if is_toolkit_form(value):
+        return _toolkit_item(name, value)
     return _item(name, value)
+
+
+TOOLKIT_NAME = "the request"
+
+
+def _toolkit_item(name: str, value: dict[str, Any]) -> Item:
+    try:
+        return Item(name, record=read_toolkit_record(value))
+    except FormError as exc:
+        return Item(name, error=RecordError(str(exc)))
 
 
 def parse_json(text: str, max_depth: int) -> Any:

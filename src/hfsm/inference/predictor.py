@@ -19,20 +19,30 @@ import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..bundle import ModelBundle
+from ..architectures import PREFIX_SPACE_MODEL_TYPES, usable_positions
+from ..bundle import (
+    FolderDescription,
+    FolderHints,
+    ModelBundle,
+    describe_folder,
+    read_config,
+    tokenizer_max_length,
+)
 from ..data.records import Box, NerExample, parse_boxes, split_words, word_spans
 from ..data.windows import WordTokenizer
 from ..devices import visible_gpus
 from ..errors import UserError
+from ..json_types import json_type
 from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION, get_task
 from ..training.features import EncodedSplit, encode_ner
 from .onnx_engine import INT8_FILE, MODEL_FILE, ONNX_DIR, has_export
+from .pipeline_answers import LabelConfig, PipelineAnswers
 from .postprocess import (
     classif_prediction,
     gather_word_probs,
@@ -41,6 +51,16 @@ from .postprocess import (
     regression_prediction,
     sigmoid,
     softmax,
+)
+from .toolkit_form import (
+    FormError,
+    PipelineInput,
+    TextParameters,
+    TokenParameters,
+    ToolkitRecord,
+    shape_answer,
+    text_parameters,
+    token_parameters,
 )
 
 log = logging.getLogger("hfsm.predict")
@@ -109,6 +129,8 @@ class PredictOptions:
     (7.5% faster forward passes on a Zen 4 EPYC, 5-6% slower on a Xeon: see
     :mod:`hfsm.inference.onednn_linear`). None: on AMD x86-64 CPUs without int8 or autocast, if its
     self-check passes; True: on any CPU, refused where it cannot run; False: never."""
+    folder_hints: FolderHints = field(default_factory=FolderHints)
+    """What the environment says about a folder without ``hfsm.json`` (HF_TASK, ...)."""
     runtime: str = "auto"
     """``torch``: the model folder through ``transformers``; ``onnxruntime``: its ONNX export
     (``model/onnx``, CPU); ``auto``: the export when the folder has one and the options allow it
@@ -180,6 +202,14 @@ class _Input:
     boxes: list[Box] | None
 
 
+@dataclass(frozen=True)
+class _ToolkitInput:
+    """A validated toolkit-form record, with its parameters read for this model's task."""
+
+    record: ToolkitRecord
+    parameters: TokenParameters | TextParameters
+
+
 class Predictor:
     """A loaded model (an :class:`Engine`) with its tokenizer and ``hfsm.json``; :meth:`predict` is
     thread-safe.
@@ -188,17 +218,52 @@ class Predictor:
     fast tokenizer must not be used by two threads at once.
     """
 
-    def __init__(self, engine: Engine, tokenizer: Any, bundle: ModelBundle, options: PredictOptions) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: Any,
+        bundle: ModelBundle,
+        options: PredictOptions,
+        model_dir: Path | None = None,
+        description: FolderDescription | None = None,
+    ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.bundle = bundle
         self.options = options
+        self.description = description or FolderDescription(bundle, False, "given")
         self.task = get_task(bundle.task)
         self.id2label = engine.id2label
         self.word_tokenizer = (
             WordTokenizer(tokenizer, bundle.max_seq_length) if self.task.token_level else None
         )
+        self.pipeline = self._pipeline_answers(model_dir)
         self._lock = threading.Lock()
+
+    def _pipeline_answers(self, model_dir: Path | None) -> PipelineAnswers:
+        """Toolkit-form answers; their tokenizer is the pipeline's (ours adds a prefix space to
+        words of byte-level BPE models, and an ONNX worker has no ``transformers`` tokenizer)."""
+        config: dict[str, Any] = read_config(model_dir) if model_dir is not None else {}
+        limits = [usable_positions(config), tokenizer_max_length(model_dir) if model_dir else None]
+        known = [limit for limit in limits if limit is not None]
+        window = min(known) if known else self.bundle.max_seq_length
+        own_is_pipelines = (
+            self.engine.name == "torch" and config.get("model_type") not in PREFIX_SPACE_MODEL_TYPES
+        )
+
+        def tokenizer() -> Any:
+            if own_is_pipelines or model_dir is None:
+                return self.tokenizer
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=self.options.trust_remote_code)
+
+        # the config's own problem_type, as the pipeline reads it: a one-label head without one
+        # gets a sigmoid there, and so here
+        labels = LabelConfig(self.id2label, config.get("problem_type"), len(self.id2label))
+        return PipelineAnswers(
+            tokenizer, self.engine.forward, labels, window, self.bundle.stride, self.bundle.use_bbox
+        )
 
     @classmethod
     def load(cls, model_dir: Path | str, options: PredictOptions | None = None) -> Predictor:
@@ -206,7 +271,8 @@ class Predictor:
         executed), with the engine :func:`resolve_runtime` picks."""
         options = options or PredictOptions()
         model_dir = Path(model_dir)
-        bundle = ModelBundle.load(model_dir)
+        description = describe_folder(model_dir, options.folder_hints)
+        bundle = description.bundle
         engine: Engine
         if resolve_runtime(model_dir, options) == "onnxruntime":
             from .onnx_engine import OnnxEngine
@@ -216,7 +282,7 @@ class Predictor:
             from .torch_engine import TorchEngine
 
             engine, tokenizer = TorchEngine.load(model_dir, bundle, options)
-        return cls(engine, tokenizer, bundle, options)
+        return cls(engine, tokenizer, bundle, options, model_dir, description)
 
     def warmup(self) -> None:
         """Run one real prediction so that the first request pays no lazy initialisation; then let
@@ -235,6 +301,13 @@ class Predictor:
                 "the model answers NaN or infinite scores: its weights diverged in training (a "
                 "learning_rate too high?); retrain it"
             ) from None
+        if self.engine.name == "torch" or self.description.inferred:
+            # the toolkit form's first request must not pay for importing transformers' pipelines;
+            # an ONNX worker of a folder written by train imports them on its first such request
+            toolkit = ToolkitRecord((PipelineInput(" ".join(words)),), "single")
+            answer = self.predict([toolkit])[0]
+            if isinstance(answer, RecordError):
+                raise RuntimeError(f"warm-up prediction in the toolkit form failed: {answer.message}")
         if self.task.token_level and self.options.pack_sequences is not False:
             self.engine.decide_packing(self.packing_probe())
 
@@ -269,7 +342,9 @@ class Predictor:
                 return index, parsed
         return None
 
-    def _validate(self, record: Any) -> _Input | RecordError:
+    def _validate(self, record: Any) -> _Input | _ToolkitInput | RecordError:
+        if isinstance(record, ToolkitRecord):
+            return self._validate_toolkit(record)
         if not isinstance(record, Mapping):
             return RecordError(f"a record must be a JSON object with a 'text' field, got {json_type(record)}")
         if "text" not in record:
@@ -277,21 +352,10 @@ class Predictor:
         text = record["text"]
         if not isinstance(text, str):
             return RecordError(f"'text' must be a string, got {json_type(text)}")
-        surrogate = None if text.isascii() else _LONE_SURROGATE.search(text)
-        if surrogate is not None:
-            # JSON's \ud800 escapes (and some charsets) decode to half a UTF-16 pair, which no tokenizer
-            # takes (the Rust one raised TypeError: a 500) and no UTF-8 response could echo back
-            return RecordError(
-                f"'text' holds an unpaired surrogate {surrogate.group()!r} at character {surrogate.start()}; "
-                "\\u escapes of characters beyond U+FFFF must come in pairs"
-            )
+        problem = self._text_problem(text)
+        if problem is not None:
+            return problem
         words = split_words(text)
-        if len(words) > self.options.max_words:
-            return RecordError(
-                f"the text has {len(words)} words, more than this server's limit of "
-                f"{self.options.max_words} per record (HFSM_MAX_WORDS)",
-                status=413,
-            )
         boxes = None
         if self.bundle.use_bbox:
             boxes_or_error = _boxes(record.get("bbox"), len(words))
@@ -300,7 +364,83 @@ class Predictor:
             boxes = boxes_or_error
         return _Input(text=text, words=words, boxes=boxes)
 
-    def _predict_inputs(self, inputs: list[_Input]) -> list[dict[str, Any]]:
+    def _text_problem(self, text: str, name: str | None = None) -> RecordError | None:
+        """Why a text cannot be predicted, if it cannot: a lone surrogate, or too many words."""
+        surrogate = None if text.isascii() else _LONE_SURROGATE.search(text)
+        if surrogate is not None:
+            # JSON's \ud800 escapes (and some charsets) decode to half a UTF-16 pair, which no tokenizer
+            # takes (the Rust one raises TypeError) and no UTF-8 response could echo back
+            return RecordError(
+                f"{name or repr('text')} holds an unpaired surrogate {surrogate.group()!r} at character "
+                f"{surrogate.start()}; "
+                "\\u escapes of characters beyond U+FFFF must come in pairs"
+            )
+        words = len(split_words(text))
+        if words > self.options.max_words:
+            return RecordError(
+                f"{f'{name}: ' if name else ''}the text has {words} words, more than this server's limit of "
+                f"{self.options.max_words} per record (HFSM_MAX_WORDS)",
+                status=413,
+            )
+        return None
+
+    def _validate_toolkit(self, record: ToolkitRecord) -> _ToolkitInput | RecordError:
+        try:
+            if self.task.token_level:
+                parameters: TokenParameters | TextParameters = token_parameters(record)
+                if parameters.aggregation_strategy in ("first", "average", "max") and not getattr(
+                    self.tokenizer, "is_fast", True
+                ):
+                    raise FormError(
+                        f"parameters.aggregation_strategy={parameters.aggregation_strategy!r} needs a fast "
+                        "tokenizer, and this model's is slow; use simple or none"
+                    )
+            else:
+                parameters = text_parameters(record, self.pipeline.window)
+        except FormError as exc:
+            return RecordError(str(exc))
+        for index, item in enumerate(record.inputs):
+            where = f"inputs[{index}]" if record.form == "many" else "inputs"
+            for name, text in ((where, item.text), (f"{where}.text_pair", item.text_pair)):
+                problem = None if text is None else self._text_problem(text, name)
+                if problem is not None:
+                    return problem
+        return _ToolkitInput(record, parameters)
+
+    def _predict_inputs(self, inputs: list[_Input | _ToolkitInput]) -> list[Any]:
+        """Predictions of validated records: our form and the toolkit's, each in one engine call."""
+        ours = [(i, item) for i, item in enumerate(inputs) if isinstance(item, _Input)]
+        toolkit = [(i, item) for i, item in enumerate(inputs) if isinstance(item, _ToolkitInput)]
+        results: list[Any] = [None] * len(inputs)
+        if ours:
+            for (index, _), result in zip(ours, self._predict_own([item for _, item in ours]), strict=True):
+                results[index] = result
+        if toolkit:
+            answers = self._predict_toolkit([item for _, item in toolkit])
+            for (index, _), answer in zip(toolkit, answers, strict=True):
+                results[index] = answer
+        return results
+
+    def _predict_toolkit(self, inputs: list[_ToolkitInput]) -> list[Any]:
+        """Each record's pipeline answer, all of their texts predicted together."""
+        flat = [
+            (item.text, item.text_pair, call.parameters) for call in inputs for item in call.record.inputs
+        ]
+        if self.task.token_level:
+            answers = self.pipeline.tokens([(text, params) for text, _, params in flat])  # type: ignore[misc]
+        else:
+            answers = self.pipeline.texts(
+                [(PipelineInput(text, pair), params) for text, pair, params in flat]  # type: ignore[misc]
+            )
+        shaped = []
+        position = 0
+        for call in inputs:
+            count = len(call.record.inputs)
+            shaped.append(shape_answer(call.record, answers[position : position + count]))
+            position += count
+        return shaped
+
+    def _predict_own(self, inputs: list[_Input]) -> list[dict[str, Any]]:
         if self.task.name == NER:
             return self._predict_ner(inputs)
         logits = self.engine.forward(self.text_features([item.text for item in inputs]))
@@ -398,20 +538,3 @@ def _boxes(value: Any, n_words: int) -> list[Box] | RecordError:
 
 class ModelError(RuntimeError):
     """A model folder that loads but cannot answer."""
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for messages written to API users."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..bundle import ModelBundle
+from ..architectures import PREFIX_SPACE_MODEL_TYPES
+from ..bundle import ModelBundle, pickled_weights_only
 from ..errors import UserError
 from ..tasks import get_task
 from ..training.lora import ADAPTER_DIR, load_adapter
-from ..training.model_loading import PREFIX_SPACE_MODEL_TYPES
 from . import int8, onednn_linear
 
 if TYPE_CHECKING:
@@ -39,9 +39,16 @@ DEFAULT_BATCH_SIZE = 32
 
 
 def load_torch_model(model_dir: Path, bundle: ModelBundle, trust_remote_code: bool) -> tuple[Any, Any]:
-    """(model, tokenizer) of a folder written by ``train``, on the CPU, float32, eval mode."""
+    """(model, tokenizer) of a model folder, on the CPU, float32, eval mode.
+
+    Safetensors weights are read where there are any. A folder with only ``pytorch_model.bin``
+    (older ``save_pretrained``) is read with ``torch.load(weights_only=True)``, which rebuilds
+    tensors and plain containers and refuses any other object: a pickle that would run code is a
+    start error saying how to convert it, never executed.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
+    pickled = pickled_weights_only(model_dir)
     try:
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         extra = {"add_prefix_space": True} if config.model_type in PREFIX_SPACE_MODEL_TYPES else {}
@@ -50,7 +57,7 @@ def load_torch_model(model_dir: Path, bundle: ModelBundle, trust_remote_code: bo
             get_task(bundle.task)
             .auto_model_class()
             .from_pretrained(
-                model_dir, config=config, use_safetensors=True, trust_remote_code=trust_remote_code
+                model_dir, config=config, use_safetensors=not pickled, trust_remote_code=trust_remote_code
             )
         )
     except (OSError, ValueError) as exc:
@@ -58,6 +65,15 @@ def load_torch_model(model_dir: Path, bundle: ModelBundle, trust_remote_code: bo
             "" if trust_remote_code else " If the model needs custom code, set HFSM_TRUST_REMOTE_CODE=true."
         )
         raise UserError(f"Cannot load the model in {model_dir}: {exc}.{hint}") from exc
+    except Exception as exc:
+        if type(exc).__name__ != "UnpicklingError":  # what weights_only=True raises on any object
+            raise
+        raise UserError(
+            f"{model_dir}/pytorch_model.bin holds objects other than tensors, which this image does not "
+            "unpickle (torch.load with weights_only=True refuses them). Convert the weights to "
+            "safetensors on a machine you trust (see 'Serving a model trained elsewhere' in "
+            "docs/serving.md) and package that folder"
+        ) from None
     if (model_dir / ADAPTER_DIR / "adapter_config.json").is_file():  # merge_lora_weights=false
         model = load_adapter(model, model_dir)
     model.eval()

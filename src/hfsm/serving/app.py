@@ -26,6 +26,7 @@ from ..inference.batching import MicroBatcher
 from ..inference.predictor import Outcome, PredictOptions
 from .settings import ServingSettings
 from .state import ModelState, PredictorLike
+from .user_code import Handler, PipelineModel, UserCode
 
 log = logging.getLogger("hfsm.serve")
 
@@ -47,6 +48,25 @@ def load_predictor(model_dir: Path, options: PredictOptions) -> PredictorLike:
     return Predictor.load(model_dir, options)
 
 
+def load_user_code(code: UserCode, settings: ServingSettings) -> Handler:
+    """The script's hooks, its ``model_fn``'s model or ours (as a pipeline-like callable)."""
+
+    def our_model(model_dir: Path) -> PipelineModel:
+        return PipelineModel(load_predictor(model_dir, settings.predict))
+
+    return Handler(code, settings.model_dir, our_model)
+
+
+def answer_with_user_code(handler: Handler, settings: ServingSettings) -> Response:
+    """input_fn -> predict_fn -> output_fn (or transform_fn) of the script, ours where it has none."""
+    content_type = request.headers.get("Content-Type") or codecs.JSON
+    accept = request.headers.get("Accept") or ""
+    if not accept.strip() or accept.strip() in ("*/*", "application/*"):
+        accept = content_type
+    body, media_type = handler.invoke(read_body(settings.max_payload_bytes), content_type, accept)
+    return Response(body, status=200, mimetype=media_type or codecs.JSON)
+
+
 def create_app(
     settings: ServingSettings,
     loader: Callable[[], PredictorLike] | None = None,
@@ -57,10 +77,14 @@ def create_app(
 
     ``loader`` defaults to loading ``settings.model_dir``; tests pass their own to control timing.
     """
+    code = settings.user_code
+    if loader is None and code is not None:
+        loader = partial(load_user_code, code, settings)
     state = ModelState(
         loader or partial(load_predictor, settings.model_dir, settings.predict),
         batch_records=settings.merged_records,
         batch_wait_s=settings.batch_wait_ms / 1000,
+        batched=code is None,
     )
     app = base_app(settings)
     app.extensions["hfsm"] = state
@@ -76,6 +100,8 @@ def create_app(
 
     @app.post("/invocations")
     def invocations() -> Response:
+        if code is not None:
+            return answer_with_user_code(state.predictor(), settings)
         return answer_invocation(state.predictor(), settings)
 
     if start_loading:
@@ -149,9 +175,9 @@ def answer_invocation(predictor: MicroBatcher[Outcome], settings: ServingSetting
         decoded = codecs.decode_request(
             read_body(settings.max_payload_bytes), request_type, charset, settings.max_json_depth
         )
-        if settings.max_records is not None and len(decoded.items) > settings.max_records:
+        if settings.max_records is not None and decoded.texts > settings.max_records:
             raise RequestError(
-                f"the request holds {len(decoded.items)} records, more than this server's limit of "
+                f"the request holds {decoded.texts} records, more than this server's limit of "
                 f"{settings.max_records} (HFSM_MAX_RECORDS); split it into smaller requests",
                 413,
             )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..allocator import release_free_memory
-from ..bundle import ModelBundle
+from ..bundle import describe_folder, pickled_weights_only
 from ..devices import available_memory_bytes
 from ..errors import RequestError
 from ..inference.batching import MicroBatcher
@@ -69,7 +69,9 @@ def weights_bytes(model_dir: Path, runtime: str, options: PredictOptions) -> int
         graph = INT8_FILE if options.quantize == "int8" else MODEL_FILE
         files = list((model_dir / ONNX_DIR).glob(f"{graph}*"))  # the graph and any external data
         return sum(path.stat().st_size for path in files if path.is_file())
-    return safetensors_bytes(model_dir)  # torch loads safetensors only
+    if pickled_weights_only(model_dir):
+        return sum(path.stat().st_size for path in model_dir.glob("pytorch_model*.bin"))
+    return safetensors_bytes(model_dir)
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -201,7 +203,14 @@ class ModelRegistry:
     def _load(self, name: str, url: str, model_dir: Path) -> LoadedModel:
         if not model_dir.is_dir():
             raise RequestError(f"model {name!r}: {url} is not a folder", 400)
-        bundle = ModelBundle.load(model_dir)  # a UserError (400) for a folder train did not write
+        if (model_dir / "code" / "inference.py").is_file():
+            raise RequestError(
+                f"model {name!r}: {url}/code/inference.py is custom inference code, which a multi-model "
+                "endpoint does not run; serve that model on its own endpoint",
+                400,
+            )
+        # a UserError (400) for a folder this image cannot serve
+        bundle = describe_folder(model_dir, self._options.folder_hints).bundle
         runtime = resolve_runtime(model_dir, self._options)
         if runtime == "torch":
             for weights in sorted(model_dir.glob("*.safetensors")):

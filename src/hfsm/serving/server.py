@@ -29,8 +29,11 @@ from typing import Any
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from ..bundle import ModelBundle
+from ..bundle import describe_folder
+from ..errors import UserError
+from .model_source import resolve_model_source
 from .settings import ServingSettings
+from .user_code import find_user_code, install_requirements
 
 log = logging.getLogger("hfsm.serve")
 
@@ -125,6 +128,11 @@ def serve(environ: Mapping[str, str] | None = None) -> None:
     from ..inference.predictor import resolve_runtime
 
     settings = ServingSettings.from_environ(environ)
+    if settings.multi_model and (environ or os.environ).get("SAGEMAKER_PROGRAM"):
+        raise UserError(
+            "SAGEMAKER_PROGRAM is set, but custom inference code is not supported on a multi-model "
+            "endpoint (SAGEMAKER_MULTI_MODEL=true); serve that model on its own endpoint"
+        )
     if settings.multi_model:
         state = Path(tempfile.mkdtemp(prefix="hfsm-models-")) / "loaded.json"
         settings = dataclasses.replace(settings, models_state_file=state)
@@ -139,8 +147,22 @@ def serve(environ: Mapping[str, str] | None = None) -> None:
         )
         GunicornServer(settings).run()
         return
-    bundle = ModelBundle.load(settings.model_dir)
+    settings = resolve_model_source(settings)
+    code = find_user_code(settings.model_dir, os.environ if environ is None else environ)
+    if code is not None:
+        install_requirements(code)
+        settings = dataclasses.replace(settings, user_code=code)
+    try:
+        description = describe_folder(settings.model_dir, settings.predict.folder_hints)
+    except UserError as exc:
+        if code is None:
+            raise
+        log.info("%s; the model is the custom code's model_fn's to load", exc)
+        GunicornServer(settings).run()
+        return
+    bundle = description.bundle
     runtime = resolve_runtime(settings.model_dir, settings.predict)  # a bad combination fails here, at once
+    log.info("model folder %s: %s", settings.model_dir, description.explanation)
     log.info(
         "serving a %s model from %s with %s on %s:%d: %d worker(s) x %d threads, %d compute threads each%s",
         bundle.task,

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from ..bundle import HF_TASKS, MIN_WINDOW, FolderHints
 from ..config import parse_choice
 from ..devices import available_cores, visible_gpus
 from ..errors import UserError
 from ..inference.codecs import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_LIMIT
 from ..inference.int8 import ENGINE_CHOICES
 from ..inference.predictor import RUNTIMES, PredictOptions
+from .user_code import UserCode
 
 DEFAULT_BASE_DIR = "/opt/ml"
 MERGED_RECORDS = 32
@@ -63,6 +65,13 @@ class ServingSettings:
     models_memory_mb: int | None = None
     """Multi-model: the most memory the loaded models' weights may take together; None: the memory
     the container has left decides."""
+    hf_model_id: str | None = None
+    """HF_MODEL_ID: a Hub model (or a local folder) to serve when the model folder is empty."""
+    hf_model_revision: str | None = None
+    hf_token: str | None = field(default=None, repr=False)
+    """HF_TOKEN (or HF_API_TOKEN): for a gated or private Hub model; never logged."""
+    user_code: UserCode | None = None
+    """Custom inference code (``code/inference.py``); found by ``serve`` in the master."""
 
     @property
     def max_payload_bytes(self) -> int:
@@ -109,7 +118,9 @@ class ServingSettings:
             predict=PredictOptions(
                 batch_size=_read(env, "HFSM_BATCH_SIZE", None, _positive_int),
                 max_words=_read(env, "HFSM_MAX_WORDS", 100_000, _positive_int),
-                trust_remote_code=_read(env, "HFSM_TRUST_REMOTE_CODE", False, _bool),
+                trust_remote_code=_read(
+                    env, "HFSM_TRUST_REMOTE_CODE", _read(env, "HF_TRUST_REMOTE_CODE", False, _bool), _bool
+                ),
                 device=env.get("HFSM_DEVICE") or None,
                 torch_threads=torch_threads,
                 quantize=_read(env, "HFSM_QUANTIZE", "none", _quantize),
@@ -118,9 +129,17 @@ class ServingSettings:
                 autocast=_read(env, "HFSM_AUTOCAST", "none", _autocast),
                 onednn_linear=_read(env, "HFSM_ONEDNN_LINEAR", None, _auto_bool),
                 runtime=_read(env, "HFSM_RUNTIME", "auto", parse_choice(*RUNTIMES)),
+                folder_hints=FolderHints(
+                    task=_read(env, "HF_TASK", None, _hf_task),
+                    max_seq_length=_read(env, "HFSM_MAX_SEQ_LENGTH", None, _window),
+                    multilabel_threshold=_read(env, "HFSM_MULTILABEL_THRESHOLD", None, _threshold),
+                ),
             ),
             multi_model=multi_model,
             models_memory_mb=_read(env, "HFSM_MODELS_MEMORY_MB", 0, _count) or None,
+            hf_model_id=env.get("HF_MODEL_ID", "").strip() or None,
+            hf_model_revision=env.get("HF_MODEL_REVISION", "").strip() or None,
+            hf_token=(env.get("HF_TOKEN") or env.get("HF_API_TOKEN") or "").strip() or None,
         )
 
 
@@ -164,6 +183,32 @@ def _json_depth(raw: str) -> int:
         raise ValueError(message) from None
     if not 1 <= value <= MAX_JSON_DEPTH_LIMIT:
         raise ValueError(message)
+    return value
+
+
+def _hf_task(raw: str) -> str:
+    if raw.lower() not in HF_TASKS:
+        raise ValueError(
+            "this image serves token-classification (or ner) and text-classification (or "
+            "sentiment-analysis: multiclass, multilabel and regression heads)"
+        )
+    return raw.lower()
+
+
+def _window(raw: str) -> int:
+    value = _positive_int(raw)
+    if value < MIN_WINDOW:
+        raise ValueError(f"expected at least {MIN_WINDOW} sub-tokens")
+    return value
+
+
+def _threshold(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number between 0 and 1") from None
+    if not 0 < value < 1:
+        raise ValueError("expected a number between 0 and 1")
     return value
 
 

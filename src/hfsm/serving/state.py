@@ -40,12 +40,18 @@ class ModelState:
     """
 
     def __init__(
-        self, loader: Callable[[], PredictorLike], *, batch_records: int, batch_wait_s: float
+        self,
+        loader: Callable[[], Any],
+        *,
+        batch_records: int,
+        batch_wait_s: float,
+        batched: bool = True,
     ) -> None:
         self._loader = loader
+        self._batched = batched
         self._batch_records = batch_records
         self._batch_wait_s = batch_wait_s
-        self._predictor: MicroBatcher[Outcome] | None = None
+        self._predictor: Any = None
         self._error: str | None = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,8 +75,9 @@ class ModelState:
     def error(self) -> str | None:
         return self._error
 
-    def predictor(self) -> MicroBatcher[Outcome]:
-        """The ready model (behind its batcher), or the status a request must get instead."""
+    def predictor(self) -> Any:
+        """The ready model (behind its batcher, unless custom code handles requests), or the status
+        a request must get instead."""
         if self._predictor is not None:
             return self._predictor
         if self._error is not None:
@@ -86,8 +93,15 @@ class ModelState:
             log.exception("the model failed to load")
             self._error = f"{type(exc).__name__}: {exc}"
         else:
-            self._predictor = MicroBatcher(
-                predictor.predict, self._batch_records, self._batch_wait_s, first_error=predictor.first_error
+            self._predictor = (
+                MicroBatcher(
+                    predictor.predict,
+                    self._batch_records,
+                    self._batch_wait_s,
+                    first_error=predictor.first_error,
+                )
+                if self._batched
+                else predictor
             )
             log.info("model ready (loaded and warmed up in %.1fs)", time.monotonic() - started)
         finally:

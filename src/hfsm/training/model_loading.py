@@ -10,37 +10,13 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from ..architectures import BBOX_MODEL_TYPES, PREFIX_SPACE_MODEL_TYPES, usable_positions
 from ..config import TrainConfig
 from ..errors import UserError
 from ..sagemaker import SageMakerEnv
 from ..tasks import TaskSpec
 
 log = logging.getLogger("hfsm.train")
-
-# Byte-level BPE tokenizers need a leading space per word when words are fed pre-split.
-PREFIX_SPACE_MODEL_TYPES = {"roberta", "longformer", "bart", "gpt2", "deberta", "lilt", "layoutlmv3"}
-# Architectures whose forward pass takes word boxes without page images.
-BBOX_MODEL_TYPES = {"layoutlm", "lilt"}
-# Architectures that number positions from padding_idx + 1 (fairseq's convention), so that a model
-# with max_position_embeddings 514 takes 512 sub-tokens.
-OFFSET_POSITION_MODEL_TYPES = {
-    "roberta", "xlm-roberta", "xlm-roberta-xl", "roberta-prelayernorm", "camembert", "longformer",
-    "mpnet", "data2vec-text", "luke", "lilt", "layoutlmv3", "ibert", "xmod",
-}  # fmt: skip
-
-
-def usable_positions(model_config: Any) -> int | None:
-    """The longest input the model's position embeddings cover; None where positions are relative
-    only (DeBERTa-v2/v3 with ``position_biased_input=false``) or the config does not say."""
-    if not getattr(model_config, "position_biased_input", True):
-        return None
-    positions = getattr(model_config, "max_position_embeddings", None)
-    if not isinstance(positions, int) or positions <= 0:
-        return None
-    if model_config.model_type in OFFSET_POSITION_MODEL_TYPES:
-        pad = getattr(model_config, "pad_token_id", None)
-        positions -= (1 if pad is None else pad) + 1
-    return positions
 
 
 def _unpack_if_archive(channel: Path) -> Path:
