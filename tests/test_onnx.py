@@ -22,7 +22,8 @@ from hfsm.inference import onnx_export
 from hfsm.inference.exported_tokenizer import TOKENIZER_FILE, ExportedTokenizer, TokenizerSpec
 from hfsm.inference.onnx_engine import INT8_FILE, MANIFEST_FILE, MODEL_FILE, ONNX_DIR, batch_plan
 from hfsm.inference.onnx_export import check_tokenizer, export_onnx, logits_producers
-from hfsm.inference.predictor import PredictOptions, Predictor, resolve_runtime
+from hfsm.inference.predictor import PredictOptions, Predictor
+from hfsm.inference.runtime import resolve_runtime
 from hfsm.serving.settings import ServingSettings
 from hfsm.training.lora import ADAPTER_DIR
 from live_server import LiveServer, child_pids, ok_json

@@ -6,7 +6,7 @@ that packing alone decides the kernel that later runs the product, whatever the 
 default engine, ``x86``, runs dynamic Linear layers on FBGEMM; ``onednn`` on oneDNN, which uses AMX
 tiles where the CPU has them. On a 2-core Xeon with AMX, MiniLM-L6 int8 on 1,600 CoNLL-2003 dev
 sentences ran at 746 records/s packed for oneDNN against 614 for the default, F1 86.02 against
-86.03 (an experiment of the 2026-12-06 session, not kept in ``bench/results``). On a 2-core Zen 4
+86.03 (a single run, not kept in ``bench/results``). On a 2-core Zen 4
 EPYC (AVX-512 VNNI, no AMX) the two were level, 460 and 457 records/s over 8 interleaved rounds
 (``bench/results/2026-12-07-epyc-avx512/forward_profile_int8.json``), although oneDNN ran the bare
 384x1536 products there 1.7x as fast. So ``auto`` goes by one fact, AMX int8; elsewhere it keeps

@@ -30,7 +30,16 @@ from typing import Any
 import numpy as np
 
 from ..data.windows import plan_windows
-from .toolkit_form import PipelineInput, TextParameters, TokenParameters
+from .toolkit_form import (
+    FormError,
+    PipelineInput,
+    TextParameters,
+    TokenParameters,
+    ToolkitRecord,
+    shape_answer,
+    text_parameters,
+    token_parameters,
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,12 @@ class PipelineAnswers:
         window: int,
         default_stride: int,
         use_bbox: bool,
+        *,
+        token_level: bool,
+        fast_tokenizer: bool = True,
     ) -> None:
+        self.token_level = token_level
+        self.fast_tokenizer = fast_tokenizer
         self._tokenizer_factory = tokenizer_factory
         self._forward = forward
         self.labels = labels
@@ -90,11 +104,39 @@ class PipelineAnswers:
     def warmup(self) -> None:
         self._prepared()
 
+    def parameters(self, record: ToolkitRecord) -> TokenParameters | TextParameters:
+        """``record``'s parameters read for this model's task, or a FormError naming the bad one."""
+        if not self.token_level:
+            return text_parameters(record, self.window)
+        parameters = token_parameters(record)
+        if parameters.aggregation_strategy in ("first", "average", "max") and not self.fast_tokenizer:
+            raise FormError(
+                f"parameters.aggregation_strategy={parameters.aggregation_strategy!r} needs a fast "
+                "tokenizer, and this model's is slow; use simple or none"
+            )
+        return parameters
+
+    def answer(self, calls: Sequence[tuple[ToolkitRecord, TokenParameters | TextParameters]]) -> list[Any]:
+        """Each record's pipeline answer, the texts of all of them predicted together."""
+        flat = [(item, params) for record, params in calls for item in record.inputs]
+        if self.token_level:
+            answers = self.tokens([(item.text, params) for item, params in flat])  # type: ignore[misc]
+        else:
+            answers = self.texts(flat)  # type: ignore[arg-type]
+        shaped = []
+        position = 0
+        for record, _ in calls:
+            count = len(record.inputs)
+            shaped.append(shape_answer(record, answers[position : position + count]))
+            position += count
+        return shaped
+
     # ---- token classification -------------------------------------------------------------
 
     def tokens(self, inputs: Sequence[tuple[str, TokenParameters]]) -> list[list[dict[str, Any]]]:
         """The pipeline's entity list for each text, every sub-token predicted whatever the length."""
         import torch
+        from transformers.pipelines.token_classification import AggregationStrategy
 
         tokenizer, postprocessor, _ = self._prepared()
         encodings = [
@@ -119,8 +161,6 @@ class PipelineAnswers:
                 "offset_mapping": torch.tensor([encoding["offset_mapping"]]),
                 "special_tokens_mask": torch.tensor([encoding["special_tokens_mask"]]),
             }
-            from transformers.pipelines.token_classification import AggregationStrategy
-
             entities = postprocessor.postprocess(
                 [outputs],
                 aggregation_strategy=AggregationStrategy[params.aggregation_strategy.upper()],

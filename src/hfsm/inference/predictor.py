@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -36,12 +35,9 @@ from ..bundle import (
 )
 from ..data.records import Box, NerExample, parse_boxes, split_words, word_spans
 from ..data.windows import WordTokenizer
-from ..devices import visible_gpus
-from ..errors import UserError
 from ..json_types import json_type
 from ..tasks import CLASSIF, MULTILABEL, NER, REGRESSION, get_task
 from ..training.features import EncodedSplit, encode_ner
-from .onnx_engine import INT8_FILE, MODEL_FILE, ONNX_DIR, has_export
 from .pipeline_answers import LabelConfig, PipelineAnswers
 from .postprocess import (
     classif_prediction,
@@ -52,15 +48,13 @@ from .postprocess import (
     sigmoid,
     softmax,
 )
+from .runtime import resolve_runtime
 from .toolkit_form import (
     FormError,
     PipelineInput,
     TextParameters,
     TokenParameters,
     ToolkitRecord,
-    shape_answer,
-    text_parameters,
-    token_parameters,
 )
 
 log = logging.getLogger("hfsm.predict")
@@ -72,7 +66,6 @@ PACKING_PROBE = (
     "Germany",
 )
 """Texts of different lengths whose windows pack two to a row: the batch that tests packing."""
-RUNTIMES = ("auto", "torch", "onnxruntime")
 
 RECORD_CHUNK = 512
 """Records preprocessed and predicted together: bounds the memory that features and logits take,
@@ -154,45 +147,6 @@ class Engine(Protocol):
     def decide_packing(self, probe: Sequence[dict[str, Any]]) -> None: ...
 
 
-def resolve_runtime(
-    model_dir: Path, options: PredictOptions, environ: Mapping[str, str] | None = None
-) -> str:
-    """``torch`` or ``onnxruntime`` for these options, without importing either.
-
-    ``auto`` takes the ONNX export only where it answers like the torch model would have: on the CPU
-    (this image's ONNX Runtime is the CPU build; a GPU keeps torch), without autocast (a torch option),
-    without HFSM_PACK_SEQUENCES=true (the graph is padded), and for HFSM_QUANTIZE=int8 only where the
-    export has its int8 graph.
-    """
-    if options.runtime not in RUNTIMES:
-        raise UserError(f"HFSM_RUNTIME={options.runtime!r}: expected one of {', '.join(RUNTIMES)}")
-    if options.runtime == "torch":
-        return "torch"
-    on_cpu = options.device == "cpu" or (
-        options.device is None and not visible_gpus(os.environ if environ is None else environ)
-    )
-    if options.runtime == "auto":
-        torch_only = options.autocast != "none" or bool(options.pack_sequences)
-        graph = INT8_FILE if options.quantize == "int8" else MODEL_FILE
-        usable = (model_dir / ONNX_DIR / graph).is_file() and on_cpu and not torch_only
-        return "onnxruntime" if usable else "torch"
-    if not has_export(model_dir):
-        raise UserError(
-            f"HFSM_RUNTIME=onnxruntime, but {model_dir / ONNX_DIR / MODEL_FILE} does not exist: train with "
-            "export_onnx=true, or run `python -m hfsm local export-onnx --model DIR` on the model folder"
-        )
-    if not on_cpu:
-        raise UserError(
-            "HFSM_RUNTIME=onnxruntime runs on the CPU only in this image; set HFSM_DEVICE=cpu, or "
-            "HFSM_RUNTIME=torch to use the GPU"
-        )
-    if options.autocast != "none":
-        raise UserError("HFSM_AUTOCAST is a torch option: unset it or set HFSM_RUNTIME=torch")
-    if options.pack_sequences:
-        raise UserError("HFSM_PACK_SEQUENCES=true needs torch: the ONNX graph is padded; set it to auto")
-    return "onnxruntime"
-
-
 @dataclass(frozen=True)
 class _Input:
     """A validated record."""
@@ -262,7 +216,14 @@ class Predictor:
         # gets a sigmoid there, and so here
         labels = LabelConfig(self.id2label, config.get("problem_type"), len(self.id2label))
         return PipelineAnswers(
-            tokenizer, self.engine.forward, labels, window, self.bundle.stride, self.bundle.use_bbox
+            tokenizer,
+            self.engine.forward,
+            labels,
+            window,
+            self.bundle.stride,
+            self.bundle.use_bbox,
+            token_level=self.task.token_level,
+            fast_tokenizer=getattr(self.tokenizer, "is_fast", True),
         )
 
     @classmethod
@@ -386,17 +347,7 @@ class Predictor:
 
     def _validate_toolkit(self, record: ToolkitRecord) -> _ToolkitInput | RecordError:
         try:
-            if self.task.token_level:
-                parameters: TokenParameters | TextParameters = token_parameters(record)
-                if parameters.aggregation_strategy in ("first", "average", "max") and not getattr(
-                    self.tokenizer, "is_fast", True
-                ):
-                    raise FormError(
-                        f"parameters.aggregation_strategy={parameters.aggregation_strategy!r} needs a fast "
-                        "tokenizer, and this model's is slow; use simple or none"
-                    )
-            else:
-                parameters = text_parameters(record, self.pipeline.window)
+            parameters = self.pipeline.parameters(record)
         except FormError as exc:
             return RecordError(str(exc))
         for index, item in enumerate(record.inputs):
@@ -416,29 +367,10 @@ class Predictor:
             for (index, _), result in zip(ours, self._predict_own([item for _, item in ours]), strict=True):
                 results[index] = result
         if toolkit:
-            answers = self._predict_toolkit([item for _, item in toolkit])
+            answers = self.pipeline.answer([(item.record, item.parameters) for _, item in toolkit])
             for (index, _), answer in zip(toolkit, answers, strict=True):
                 results[index] = answer
         return results
-
-    def _predict_toolkit(self, inputs: list[_ToolkitInput]) -> list[Any]:
-        """Each record's pipeline answer, all of their texts predicted together."""
-        flat = [
-            (item.text, item.text_pair, call.parameters) for call in inputs for item in call.record.inputs
-        ]
-        if self.task.token_level:
-            answers = self.pipeline.tokens([(text, params) for text, _, params in flat])  # type: ignore[misc]
-        else:
-            answers = self.pipeline.texts(
-                [(PipelineInput(text, pair), params) for text, pair, params in flat]  # type: ignore[misc]
-            )
-        shaped = []
-        position = 0
-        for call in inputs:
-            count = len(call.record.inputs)
-            shaped.append(shape_answer(call.record, answers[position : position + count]))
-            position += count
-        return shaped
 
     def _predict_own(self, inputs: list[_Input]) -> list[dict[str, Any]]:
         if self.task.name == NER:

@@ -38,7 +38,8 @@ DISCARD_SECONDS = 5.0
 
 
 def load_predictor(model_dir: Path, options: PredictOptions) -> PredictorLike:
-    from ..inference.predictor import Predictor, resolve_runtime
+    from ..inference.predictor import Predictor
+    from ..inference.runtime import resolve_runtime
     from ..logs import route_transformers_logs
 
     if resolve_runtime(model_dir, options) == "torch":
@@ -200,12 +201,12 @@ def read_body(max_bytes: int) -> bytes:
 
     A body with a Content-Length above the limit is refused by werkzeug before it is read. A chunked
     body has no length up front: werkzeug stops reading it at the limit and returns what it read
-    without a word, which answered the first megabyte of an oversized JSON Lines request and dropped
-    its other lines; a byte left in the stream past the limit now makes it a 413. A malformed chunk
+    without a word, which would answer the first megabyte of an oversized JSON Lines request and drop
+    its other lines; a byte left in the stream past the limit makes it a 413. A malformed chunk
     (bad size, missing terminator) makes gunicorn raise a ParseException, which werkzeug does not
-    turn into a 400 as it does a disconnection (OSError): it was a 500 for bad input. And as gunicorn
-    ends the stream itself, werkzeug does not check that the body has its Content-Length: a client
-    that stopped sending early got the bytes it had sent answered, the rest of its lines dropped.
+    turn into a 400 as it does a disconnection (OSError), so it is turned into one here. And as
+    gunicorn ends the stream itself, werkzeug does not check that the body has its Content-Length:
+    a body shorter than announced is refused here, not answered with the lines it did bring.
     """
     try:
         body = request.get_data(cache=False)

@@ -31,7 +31,8 @@ from ..errors import RequestError
 from ..inference.batching import MicroBatcher
 from ..inference.onnx_engine import INT8_FILE, MODEL_FILE, ONNX_DIR
 from ..inference.onnx_engine import weights_bytes as safetensors_bytes
-from ..inference.predictor import ModelError, Outcome, PredictOptions, resolve_runtime
+from ..inference.predictor import ModelError, Outcome, PredictOptions
+from ..inference.runtime import resolve_runtime
 from ..training.checkpoints import safetensors_problem
 from .state import PredictorLike
 

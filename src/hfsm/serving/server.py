@@ -125,7 +125,7 @@ class GunicornServer(BaseApplication):
 def serve(environ: Mapping[str, str] | None = None) -> None:
     """Serve the model folder (or, with SAGEMAKER_MULTI_MODEL=true, the models SageMaker loads) until
     SIGTERM; a missing or foreign model folder, or a runtime it cannot have, fails before binding."""
-    from ..inference.predictor import resolve_runtime
+    from ..inference.runtime import resolve_runtime
 
     settings = ServingSettings.from_environ(environ)
     if settings.multi_model and (environ or os.environ).get("SAGEMAKER_PROGRAM"):

@@ -19,7 +19,8 @@ from ..devices import available_cores, visible_gpus
 from ..errors import UserError
 from ..inference.codecs import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_LIMIT
 from ..inference.int8 import ENGINE_CHOICES
-from ..inference.predictor import RUNTIMES, PredictOptions
+from ..inference.predictor import PredictOptions
+from ..inference.runtime import RUNTIMES
 from .user_code import UserCode
 
 DEFAULT_BASE_DIR = "/opt/ml"
